@@ -1,0 +1,104 @@
+"""Decode-once uint8 cache: GZ10 images resized to the model's resolution, stored as a memory-mapped .npy.
+
+PNG decoding and resizing are the expensive, per-image steps of the data path. They run once per
+(dataset, resolution) and later runs, seeds and models at the same resolution reuse the file; training then only
+slices a memory map into `(B, 3, H, W)` uint8 batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_root() -> Path:
+    """`$HFGAL_CACHE`, else `$HF_HOME/hfgal`, else `~/.cache/huggingface/hfgal`."""
+    if os.environ.get("HFGAL_CACHE"):
+        return Path(os.environ["HFGAL_CACHE"])
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "hfgal"
+
+
+def resize_rgb(image, size: tuple[int, int]) -> np.ndarray:
+    """PIL image -> `(3, H, W)` uint8 at `size` (height, width): whole image, bilinear with antialiasing."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _fill(args: tuple) -> None:
+    """Worker: decode rows [start, stop) of a dataset into an open .npy memmap."""
+    ds, path, start, stop, size = args
+    out = np.load(path, mmap_mode="r+")
+    images = ds.select_columns(["image"])
+    for offset in range(start, stop, 64):
+        end = min(offset + 64, stop)
+        batch = images[offset:end]["image"]
+        out[offset:end] = np.stack([resize_rgb(im, size) for im in batch])
+    out.flush()
+
+
+def uint8_cache(
+    ds: Dataset, size: tuple[int, int], cache_root: str | os.PathLike | None = None, num_proc: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Return a read-only memmap `(N, 3, H, W)` uint8 of `ds`'s images at `size`, building it on first use.
+
+    Args:
+        ds: a GZ10 split (its `_fingerprint` identifies its content).
+        size: (height, width).
+        cache_root: folder of cache files (default `default_cache_root()`).
+        num_proc: decoding processes (default: up to 8, bounded by the CPUs).
+
+    Returns:
+        `(memmap, seconds spent building)`; 0 seconds when the cache was reused.
+    """
+    import time
+
+    root = Path(cache_root) if cache_root else default_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"gz10-{ds._fingerprint}-{size[0]}x{size[1]}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r"), 0.0
+    start = time.perf_counter()
+    n = len(ds)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *size)).flush()
+        num_proc = num_proc or max(1, min(8, os.cpu_count() or 1, n // 256))
+        bounds = np.linspace(0, n, num_proc + 1, dtype=int)
+        jobs = [(ds, str(tmp), int(a), int(b), size) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        if num_proc > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn" if _torch_cuda_initialised() else "fork").Pool(num_proc) as pool:
+                pool.map(_fill, jobs)
+        else:
+            for job in jobs:
+                _fill(job)
+        os.replace(tmp, path)  # atomic: a killed build never leaves a half-filled cache behind
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    seconds = time.perf_counter() - start
+    logger.info("built uint8 cache %s (%d images, %.1fs)", path, n, seconds)
+    return np.load(path, mmap_mode="r"), seconds
+
+
+def _torch_cuda_initialised() -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())

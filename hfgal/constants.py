@@ -1,0 +1,81 @@
+"""Galaxy10 DECaLS facts used across hfgal: class names, descriptions, defaults."""
+
+from __future__ import annotations
+
+# Class index -> name, exactly as in the Galaxy10 DECaLS release (Leung & Bovy).
+GZ10_CLASSES: tuple[str, ...] = (
+    "Disturbed",
+    "Merging",
+    "Round Smooth",
+    "In-between Round Smooth",
+    "Cigar Shaped Smooth",
+    "Barred Spiral",
+    "Unbarred Tight Spiral",
+    "Unbarred Loose Spiral",
+    "Edge-on without Bulge",
+    "Edge-on with Bulge",
+)
+
+# One line of morphology per class, for cards, the demo and `hfgal predict`.
+GZ10_DESCRIPTIONS: dict[str, str] = {
+    "Disturbed": "Irregular, asymmetric light: tidal features or a distorted disc, but no clear companion.",
+    "Merging": "Two or more galaxies in contact or overlapping, often joined by tidal bridges and tails.",
+    "Round Smooth": "Featureless elliptical-like galaxy that is nearly circular on the sky.",
+    "In-between Round Smooth": "Featureless smooth galaxy, moderately elongated (between round and cigar-shaped).",
+    "Cigar Shaped Smooth": "Featureless smooth galaxy, strongly elongated like a cigar.",
+    "Barred Spiral": "Disc galaxy with spiral arms that start at the ends of a straight central bar.",
+    "Unbarred Tight Spiral": "Disc galaxy without a bar whose spiral arms are tightly wound around the centre.",
+    "Unbarred Loose Spiral": "Disc galaxy without a bar whose spiral arms are loosely wound and open.",
+    "Edge-on without Bulge": "Disc seen edge-on as a thin streak of light with no central bulge.",
+    "Edge-on with Bulge": "Disc seen edge-on with a visible rounded central bulge.",
+}
+
+NUM_CLASSES = len(GZ10_CLASSES)
+ID2LABEL: dict[int, str] = dict(enumerate(GZ10_CLASSES))
+LABEL2ID: dict[str, int] = {name: i for i, name in ID2LABEL.items()}
+
+# Class counts of the full 17,736-image release (class 4 is 1.9 % of the data).
+GZ10_CLASS_COUNTS: tuple[int, ...] = (1081, 1853, 2645, 2027, 334, 2043, 1829, 2628, 1423, 1873)
+
+# The published GZ10 copy on the Hub (90/10 train/test, `label` as plain integers): the recipe's default dataset.
+DEFAULT_DATASET = "matthieulel/galaxy10_decals"
+
+# Pixel scale of the DECaLS cutouts in Galaxy10 (arcsec / pixel).
+GZ10_PXSCALE = 0.262
+GZ10_IMAGE_SIZE = 256
+
+# Duplicate-aware split: galaxies closer than this on the sky are kept in one split.
+DEFAULT_SEPARATION_ARCSEC = 10.0
+
+GZ10_CITATION = """@article{Leung2019,
+  author  = {Leung, Henry W. and Bovy, Jo},
+  title   = {Deep learning of multi-element abundances from high-resolution spectroscopic data},
+  journal = {Monthly Notices of the Royal Astronomical Society},
+  year    = {2019},
+  volume  = {483},
+  pages   = {3255--3277},
+  note    = {Galaxy10 DECaLS: https://github.com/henrysky/Galaxy10, Zenodo 10.5281/zenodo.10845026}
+}
+@article{Walmsley2022,
+  author  = {Walmsley, Mike and others},
+  title   = {Galaxy Zoo DECaLS: Detailed visual morphology measurements from volunteers and deep learning for
+             314,000 galaxies},
+  journal = {Monthly Notices of the Royal Astronomical Society},
+  year    = {2022},
+  volume  = {509},
+  pages   = {3966--3988}
+}
+@article{Dey2019,
+  author  = {Dey, Arjun and others},
+  title   = {Overview of the DESI Legacy Imaging Surveys},
+  journal = {The Astronomical Journal},
+  year    = {2019},
+  volume  = {157},
+  pages   = {168}
+}"""
+
+HFGAL_CITATION = """@software{hfgal,
+  title  = {hfgal: galaxy morphology classification with vision foundation models on the Hugging Face stack},
+  year   = {2026},
+  url    = {https://github.com/hfgal/hfgal}
+}"""

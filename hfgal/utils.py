@@ -1,0 +1,192 @@
+"""Small shared pieces: the user-facing error type, atomic writes, output-folder locks, card templates."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class HfgalError(Exception):
+    """An error caused by the user's input: printed as one line (what was wrong, what to do), no traceback."""
+
+
+def run_cli(main: Callable[[], Any], argv: list[str] | None = None, prog: str = "hfgal") -> None:
+    """Run `main`, turning `HfgalError` (and a few well-known input errors) into a one-line message and exit 1.
+
+    `--debug` anywhere on the command line (or `HFGAL_DEBUG=1`) keeps the full traceback.
+    """
+    argv = sys.argv if argv is None else argv
+    debug = "--debug" in argv or os.environ.get("HFGAL_DEBUG") == "1"
+    if "--debug" in argv:
+        argv.remove("--debug")
+    try:
+        result = main()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (HfgalError, FileNotFoundError, PermissionError) as err:
+        if debug:
+            traceback.print_exc()
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(result, int) and result:
+        sys.exit(result)
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON atomically (NaN/inf become null, so the file stays valid JSON)."""
+    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def _json_safe(obj: Any) -> Any:
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
+        return _json_safe(obj.tolist())
+    return obj
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and rename it to `out` only when the block succeeds.
+
+    A crash or SIGKILL inside the block leaves at most a hidden `.out.tmp-*` sibling (swept on the next call),
+    never a half-written `out`.
+
+    Raises:
+        HfgalError: if `out` exists and `overwrite` is False.
+    """
+    out = Path(out).absolute()
+    if out.exists() and not overwrite:
+        raise HfgalError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        if not _owner_alive(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, trash)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _owner_alive(tmp: Path) -> bool:
+    try:
+        pid = int(tmp.name.split(".tmp-")[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    return _pid_alive(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as err:
+        return err.errno == errno.EPERM
+    return True
+
+
+# --------------------------------------------------------------------------- locks
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike, what: str = "hfgal") -> Iterator[Path]:
+    """Hold `<folder>.lock` (beside the folder) for the duration of the block.
+
+    A second process asking for the same lock fails at once with a clear message; a lock left by a killed
+    process (its pid is gone) is taken over.
+    """
+    folder = Path(folder).absolute()
+    lock = folder.with_name(folder.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if _pid_alive(pid) and pid != os.getpid():
+                raise HfgalError(
+                    f"{folder} is in use by another {what} (pid {pid}, lock {lock}); wait for it to finish"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    else:
+        raise HfgalError(f"could not take the lock {lock}; remove it if no {what} is running")
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def hub_card_template(name: str) -> Path:
+    """Path of a card template shipped in `hub_cards/` (inside an installed wheel or a source checkout)."""
+    from importlib import resources
+
+    try:
+        path = Path(str(resources.files("hfgal.hub_cards").joinpath(name)))
+        if path.is_file():
+            return path
+    except ModuleNotFoundError:
+        pass
+    path = Path(__file__).resolve().parent.parent / "hub_cards" / name
+    if not path.is_file():
+        raise HfgalError(f"card template {name} not found; reinstall hfgal")
+    return path
