@@ -79,3 +79,79 @@ def gz10_h5(tmp_path_factory, gz10_h5_arrays) -> Path:
     a = gz10_h5_arrays
     path = tmp_path_factory.mktemp("h5") / "Galaxy10_DECals.h5"
     return write_gz10_h5(path, a["images"], a["labels"], a["ra"], a["dec"], a["redshift"])
+
+
+# --------------------------------------------------------------------------- real fine-tuning runs
+
+FINETUNE = REPO_ROOT / "recipes" / "finetune.py"
+
+# Tiny random configs of the study's architectures (no download): name -> (model, overrides, image size).
+TINY_MODELS = {
+    "convnextv2": ("convnextv2-tiny", '{"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64]}', "32"),
+    "vit": (
+        "vit-base",
+        '{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, '
+        '"image_size": 32, "patch_size": 8}',
+        "32",
+    ),
+    "dinov2": (
+        "dinov2-base",
+        '{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 8}',
+        "32",
+    ),
+    "timm": ("timm:resnet18", '{"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}', "32"),
+}
+
+
+def finetune_args(output_dir, dataset, arch: str = "convnextv2", max_steps: int = 4, **extra) -> list[str]:
+    """Command-line arguments of a tiny, fast run of recipes/finetune.py."""
+    model, overrides, size = TINY_MODELS[arch]
+    args = {
+        "model": model,
+        "model_config_overrides": overrides,
+        "image_size": size,
+        "dataset": str(dataset),
+        "output_dir": str(output_dir),
+        "max_steps": str(max_steps),
+        "eval_strategy": "steps",
+        "save_strategy": "steps",
+        "eval_steps": "2",
+        "save_steps": "2",
+        "logging_steps": "1",
+        "per_device_train_batch_size": "16",
+        "per_device_eval_batch_size": "32",
+        "learning_rate": "0.003",
+        "use_cpu": "true",
+        "dataloader_num_workers": "0",
+        "disable_tqdm": "true",
+        "report_to": "none",
+        **{k: str(v) for k, v in extra.items()},
+    }
+    out = []
+    for k, v in args.items():
+        out += [f"--{k}", v]
+    return out
+
+
+def run_finetune_main(argv: list[str]) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hfgal_finetune_recipe", FINETUNE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+@pytest.fixture(scope="session")
+def image_cache(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("uint8-cache")
+    os.environ["HFGAL_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, sample_dir, image_cache) -> Path:
+    """A real finished run folder: a tiny ConvNeXtV2 fine-tuned by recipes/finetune.py on the real sample."""
+    out = tmp_path_factory.mktemp("runs") / "tiny-convnextv2"
+    assert run_finetune_main(finetune_args(out, sample_dir, "convnextv2", max_steps=4)) == 0
+    return out

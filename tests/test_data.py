@@ -1,0 +1,226 @@
+"""GZ10 as a DatasetDict: h5 conversion, honest split, loaders, card, CLI and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import sample_rows, write_gz10_h5
+from hfgal import GZ10_CLASSES, GZ10_DESCRIPTIONS
+from hfgal.data import gz10_features, gz10_from_h5, load_gz10
+from hfgal.split import SPLITS, gz10_split
+from hfgal.utils import HfgalError
+
+
+def _split_of(dsd) -> dict[int, str]:
+    return {int(i): s for s in SPLITS for i in dsd[s]["gz10_index"]}
+
+
+def test_classes_exposed_once():
+    assert GZ10_CLASSES[0] == "Disturbed" and GZ10_CLASSES[9] == "Edge-on with Bulge"
+    assert len(GZ10_CLASSES) == 10 and set(GZ10_DESCRIPTIONS) == set(GZ10_CLASSES)
+
+
+def test_h5_to_datasetdict(gz10_h5, gz10_h5_arrays, tmp_path):
+    a = gz10_h5_arrays
+    dsd = gz10_from_h5(gz10_h5, cache_dir=str(tmp_path / "cache"), chunk_size=16)
+    assert list(dsd) == list(SPLITS)
+    assert dsd["train"].features == gz10_features()
+    assert dsd["train"].features["label"].names == list(GZ10_CLASSES)
+    split_of = _split_of(dsd)
+    # Disjoint and covering every row.
+    assert sorted(split_of) == list(range(len(a["labels"])))
+    assert sum(len(dsd[s]) for s in SPLITS) == len(a["labels"])
+    # Per-class proportions within one image of the target.
+    for s, frac in zip(SPLITS, (0.8, 0.1, 0.1), strict=True):
+        counts = np.bincount(dsd[s]["label"], minlength=10)
+        target = np.bincount(a["labels"], minlength=10) * frac
+        assert np.all(np.abs(counts - target) <= 1.0 + 1e-9), (s, counts, target)
+    # Every duplicate / near pair lands in one split.
+    for i, j, _ in a["pairs"]:
+        assert split_of[int(i)] == split_of[int(j)]
+    assert dsd.split_info["duplicate_groups"] == len(a["pairs"])
+    assert dsd.split_info["cross_split_pairs"] == 0
+    # Pixels and columns identical to the h5.
+    for s in SPLITS:
+        for row in dsd[s].select(range(min(3, len(dsd[s])))):
+            k = row["gz10_index"]
+            assert np.array_equal(np.asarray(row["image"]), a["images"][k])
+            assert row["label"] == a["labels"][k]
+            assert row["ra"] == pytest.approx(a["ra"][k])
+            assert (np.isnan(row["redshift"]) and np.isnan(a["redshift"][k])) or row["redshift"] == a["redshift"][k]
+
+
+def test_split_deterministic_and_poster_scheme(gz10_h5_arrays):
+    a = gz10_h5_arrays
+    one = gz10_split(a["labels"], a["ra"], a["dec"], seed=3)
+    two = gz10_split(a["labels"], a["ra"], a["dec"], seed=3)
+    other = gz10_split(a["labels"], a["ra"], a["dec"], seed=4)
+    assert all(np.array_equal(one[s], two[s]) for s in SPLITS)
+    assert not all(np.array_equal(one[s], other[s]) for s in SPLITS)
+    poster = gz10_split(a["labels"], a["ra"], a["dec"], seed=3, scheme="poster")
+    n = len(a["labels"])
+    assert abs(len(poster["test"]) - 0.1 * n) <= 10 and len(poster["validation"]) > 0
+
+
+def test_split_on_real_coordinates_keeps_the_59_duplicates_together():
+    import csv
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "galaxy10_coord.csv"
+    if not path.exists():
+        pytest.skip("galaxy10_coord.csv not available")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    ra = np.array([float(r["RA"]) for r in rows])
+    dec = np.array([float(r["DEC"]) for r in rows])
+    labels = np.random.default_rng(0).integers(0, 10, len(rows))
+    from hfgal.split import sky_groups, split_summary
+
+    groups = sky_groups(ra, dec, 0.01)
+    _, counts = np.unique(groups, return_counts=True)
+    assert (counts > 1).sum() == 59  # the identical-coordinate pairs documented in the data README
+    for scheme, expect_leak in (("default", False), ("poster", True)):
+        idx = gz10_split(labels, ra, dec, scheme=scheme)
+        split_of = np.empty(len(labels), dtype=int)
+        for i, s in enumerate(SPLITS):
+            split_of[idx[s]] = i
+        info = split_summary(labels, split_of, ra, dec)
+        assert (info["cross_split_pairs"] > 0) == expect_leak
+
+
+def test_load_gz10_sources_share_features(sample_dir, gz10_h5, tmp_path):
+    from_folder = load_gz10(str(sample_dir))
+    from_h5 = load_gz10(str(gz10_h5))
+    assert from_folder["train"].features == from_h5["train"].features == gz10_features()
+    # The imagefolder sample loads with the labels of its metadata.csv.
+    assert sum(len(from_folder[s]) for s in SPLITS) == len(sample_rows())
+    assert set(from_folder["train"]["label"]) == set(range(10))
+    # save_to_disk folder round trip.
+    from_h5.save_to_disk(str(tmp_path / "saved"))
+    again = load_gz10(str(tmp_path / "saved"))
+    assert [len(again[s]) for s in SPLITS] == [len(from_h5[s]) for s in SPLITS]
+
+
+def test_imagefolder_labels_match_metadata(sample_dir):
+    from PIL import Image
+
+    dsd = load_gz10(str(sample_dir))
+    truth = {}
+    for r in sample_rows():
+        pixels = np.asarray(Image.open(sample_dir / r["file_name"]).convert("RGB"))
+        truth[pixels.tobytes()[:4096]] = int(r["label"])
+    for s in SPLITS:
+        for row in dsd[s].select(range(min(5, len(dsd[s])))):
+            key = np.asarray(row["image"].convert("RGB")).tobytes()[:4096]
+            assert truth[key] == row["label"]
+
+
+def test_published_hub_layout_is_conformed():
+    from datasets import Dataset, DatasetDict, Features, Image, Value
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(60)]
+    labels = np.tile(np.arange(10), 6)
+    feats = Features({"image": Image(), "label": Value("uint8")})
+    hub_like = DatasetDict(
+        {
+            "train": Dataset.from_dict({"image": images[:50], "label": labels[:50]}, features=feats),
+            "test": Dataset.from_dict({"image": images[50:], "label": labels[50:]}, features=feats),
+        }
+    )
+    from hfgal.data import conform_gz10
+
+    dsd = conform_gz10(hub_like, seed=0, source="hub-like")
+    assert list(dsd) == list(SPLITS)
+    assert dsd["train"].features == gz10_features()
+    assert len(dsd["validation"]) == 5 and len(dsd["train"]) == 45 and len(dsd["test"]) == 10
+    # Stratified: no class loses more than one image to validation.
+    assert np.bincount(dsd["validation"]["label"], minlength=10).max() == 1
+
+
+def test_cli_build_writes_dataset_and_card(gz10_h5, tmp_path):
+    from datasets import load_from_disk
+    from huggingface_hub import DatasetCard
+
+    out = tmp_path / "gz10"
+    proc = _hfgal("data", "build", "--h5", str(gz10_h5), "--out", str(out), "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    dsd = load_from_disk(str(out))
+    assert list(dsd) == list(SPLITS)
+    card = DatasetCard.load(out / "README.md")
+    assert "Round Smooth" in card.text
+    counts = np.bincount(dsd["test"]["label"], minlength=10)
+    assert str(int(counts.sum())) in card.text
+    assert (out / "split_info.json").is_file()
+    # An existing --out is refused unless --overwrite.
+    again = _hfgal("data", "build", "--h5", str(gz10_h5), "--out", str(out))
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    assert _hfgal("data", "build", "--h5", str(gz10_h5), "--out", str(out), "--overwrite").returncode == 0
+    assert not list(tmp_path.glob(".gz10.tmp-*"))
+
+
+def _hfgal(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hfgal.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def _bad_h5(tmp_path: Path, kind: str) -> Path:
+    import h5py
+
+    p = tmp_path / f"{kind}.h5"
+    img = np.zeros((4, 32, 32, 3), np.uint8)
+    lab = np.array([0, 1, 2, 3], np.uint8)
+    coords = np.zeros(4)
+    if kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "not_hdf5":
+        p.write_text("definitely not hdf5")
+    elif kind == "missing_key":
+        with h5py.File(p, "w") as f:
+            f["images"] = img
+            f["ans"] = lab
+    elif kind == "bad_shape":
+        write_gz10_h5(p, np.zeros((4, 32, 32), np.uint8)[..., None].repeat(4, -1), lab, coords, coords)
+    elif kind == "bad_dtype":
+        write_gz10_h5(p, img.astype(np.float32), lab, coords, coords)
+    elif kind == "bad_label":
+        write_gz10_h5(p, img, np.array([0, 1, 2, 12], np.uint8), coords, coords)
+    elif kind == "lengths":
+        write_gz10_h5(p, img, lab, np.zeros(3), coords)
+    return p
+
+
+@pytest.mark.parametrize(
+    "kind, needle",
+    [
+        ("missing", "no such file"),
+        ("empty", "empty"),
+        ("not_hdf5", "not an HDF5"),
+        ("missing_key", "missing key"),
+        ("bad_shape", "shape"),
+        ("bad_dtype", "dtype"),
+        ("bad_label", "outside the 10 GZ10 classes"),
+        ("lengths", "align"),
+    ],
+)
+def test_bad_h5_input(tmp_path, kind, needle):
+    path = tmp_path / "missing.h5" if kind == "missing" else _bad_h5(tmp_path, kind)
+    with pytest.raises(HfgalError, match=needle):
+        gz10_from_h5(path)
+    out = tmp_path / "out"
+    proc = _hfgal("data", "build", "--h5", str(path), "--out", str(out))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle.split()[0].lower() in lines[0].lower() and str(path.name) in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_bad_dataset_sources(tmp_path):
+    with pytest.raises(HfgalError, match="does not exist"):
+        load_gz10(str(tmp_path / "nowhere"))
+    with pytest.raises(HfgalError, match="synthetic"):
+        load_gz10("synthetic:abc")

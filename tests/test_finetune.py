@@ -1,0 +1,201 @@
+"""The fine-tuning recipe end to end: tiny real architectures, DDP on CPU, resume, configs, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FINETUNE, REPO_ROOT, finetune_args, run_finetune_main
+from hfgal import GZ10_CLASSES
+from hfgal.utils import HfgalError
+
+RESULT_KEYS = {
+    "model", "init", "params_total", "params_trainable", "image_size", "dataset", "seed", "validation", "test",
+    "carbon", "train_seconds", "train_images_per_second", "hardware", "versions", "complete", "best_checkpoint",
+}  # fmt: skip
+METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix", "accuracy_ci95"}
+
+
+def _check_run(out: Path, n_test: int) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    assert RESULT_KEYS <= set(results)
+    for split in ("validation", "test"):
+        assert METRIC_KEYS <= set(results[split])
+        assert 0.0 <= results[split]["accuracy"] <= 1.0
+        assert set(results[split]["per_class"]) == set(GZ10_CLASSES)
+    assert np.asarray(results["test"]["confusion_matrix"]).sum() == n_test  # each test image once
+    assert results["params_total"] >= results["params_trainable"] > 0
+    carbon = results["carbon"]
+    assert {"emissions_kg", "energy_kwh", "duration_s"} <= set(carbon["train"]) and carbon["train"]["duration_s"] > 0
+    assert set(results["versions"]) >= {"torch", "transformers", "timm", "hfgal"}
+    assert results["hardware"]["cpu_count"] >= 1
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+    assert (out / "config.yaml").is_file() and (out / "model.safetensors").is_file()
+    assert (out / "README.md").is_file()
+    return results
+
+
+@pytest.mark.parametrize("arch", ["vit", "dinov2", "timm"])
+def test_end_to_end_tiny_architectures(arch, tmp_path, sample_dir, image_cache):
+    out = tmp_path / arch
+    assert run_finetune_main(finetune_args(out, sample_dir, arch, max_steps=4)) == 0
+    _check_run(out, n_test=10)
+    _assert_loads_with_pipeline(out, sample_dir)
+
+
+def test_trained_run_changed_parameters_and_pipeline(trained_run, sample_dir):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    results = _check_run(trained_run, n_test=10)
+    assert results["init"] == "scratch" and results["global_step"] == 4
+    assert results["best_checkpoint"] in ("checkpoint-2", "checkpoint-4")
+    # Weights moved away from a fresh initialisation of the same config with the same seed.
+    torch.manual_seed(42)
+    fresh = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(trained_run))
+    trained = load_file(trained_run / "model.safetensors")
+    changed = [k for k, v in fresh.state_dict().items() if k in trained and not torch.equal(v, trained[k])]
+    assert len(changed) > len(trained) // 2
+    config = AutoConfig.from_pretrained(trained_run)
+    assert config.id2label[0] == "Disturbed" and config.label2id["Edge-on with Bulge"] == 9
+    _assert_loads_with_pipeline(trained_run, sample_dir)
+
+
+def _assert_loads_with_pipeline(out: Path, sample_dir: Path) -> None:
+    from transformers import pipeline
+
+    classify = pipeline("image-classification", model=str(out), device="cpu")
+    preds = classify(str(sample_dir / "2_0.png"), top_k=3)
+    assert len(preds) == 3 and preds[0]["label"] in GZ10_CLASSES
+    assert preds[0]["score"] >= preds[1]["score"]
+
+
+def test_config_yaml_reproduces_the_run_arguments(trained_run):
+    from hfgal.training import parse_args, resolved_config
+
+    model_args, data_args, training_args = parse_args(["--config", str(trained_run / "config.yaml")])
+    again = resolved_config(model_args, data_args, training_args)
+    import yaml
+
+    written = yaml.safe_load((trained_run / "config.yaml").read_text())
+    for key in ("model_name_or_path", "dataset", "max_steps", "learning_rate", "seed", "image_size"):
+        assert again[key] == written[key]
+
+
+def test_every_recipe_yaml_parses():
+    from hfgal.training import parse_args
+
+    configs = sorted((REPO_ROOT / "recipes").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        model_args, data_args, training_args = parse_args(["--config", str(path)])
+        assert model_args.model_name_or_path and data_args.dataset and training_args.output_dir
+
+
+def test_unknown_yaml_key_is_an_error(tmp_path):
+    from hfgal.training import parse_args
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: vit-base\nlearning_rat: 0.1\n")
+    with pytest.raises(HfgalError, match="learning_rat"):
+        parse_args(["--config", str(bad)])
+
+
+def _recipe(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(FINETUNE), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"model": "nobody/no-such-model"}, "nobody/no-such-model"),
+        ({"dataset": "/nonexistent/gz10"}, "does not exist"),
+        ({"tta": "true", "image_size": "32x48"}, "square"),
+        ({"init": "sideways"}, "init"),
+    ],
+)
+def test_bad_input_one_line_error(change, needle, tmp_path, sample_dir):
+    args = finetune_args(tmp_path / "run", sample_dir, "convnextv2")
+    for key, value in change.items():
+        flag = f"--{key}"
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    proc = _recipe(*args, env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("finetune.py: error")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_labels_outside_gz10_classes(tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
+
+    rng = np.random.default_rng(0)
+    feats = Features({"image": Image(), "label": Value("int64")})
+    ds = Dataset.from_dict(
+        {"image": [rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) for _ in range(20)], "label": [11] * 20},
+        features=feats,
+    )
+    DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "bad"))
+    from hfgal.data import load_gz10
+
+    with pytest.raises(HfgalError, match="outside the 10 GZ10 classes"):
+        load_gz10(str(tmp_path / "bad"))
+    assert ClassLabel  # imported for the features above
+
+
+def test_resume_after_kill_finishes_with_same_steps(tmp_path, sample_dir, image_cache):
+    out = tmp_path / "resume"
+    args = finetune_args(out, sample_dir, "convnextv2", max_steps=8, save_steps=2, eval_steps=2)
+    env = {**os.environ, "HFGAL_CACHE": str(image_cache)}
+    proc = subprocess.Popen([sys.executable, str(FINETUNE), *args], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "checkpoint-2" / "trainer_state.json").exists():
+        time.sleep(0.2)
+    assert (out / "checkpoint-2").exists(), "the run never reached its first checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    # Relaunch the same command: it resumes from the last complete checkpoint and finishes.
+    done = _recipe(*args, "--resume_from_checkpoint", "true", env={"HFGAL_CACHE": str(image_cache)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["global_step"] == 8 and results["complete"]
+    assert "resuming from" in done.stderr
+
+
+def test_two_process_ddp_counts_each_test_image_once(tmp_path, sample_dir, image_cache):
+    out = tmp_path / "ddp"
+    args = finetune_args(out, sample_dir, "convnextv2", max_steps=2, per_device_eval_batch_size=3)
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+        str(FINETUNE), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "HFGAL_CACHE": str(image_cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["hardware"]["num_processes"] == 2  # both ranks ran
+    # 10 test images over 2 ranks in batches of 3: padding duplicates would make 12.
+    assert np.asarray(results["test"]["confusion_matrix"]).sum() == 10
+    assert results["test"]["num_examples"] == 10
