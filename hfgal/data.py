@@ -276,12 +276,16 @@ def _carve_validation(dsd: DatasetDict, seed: int, fraction: float = 0.1) -> Dat
     """Stratified validation split carved from `train` (for sources published with train/test only)."""
     from datasets import DatasetDict
 
-    from .split import _targets
-
     labels = np.asarray(dsd["train"]["label"], dtype=np.int64)
     counts = np.bincount(labels, minlength=NUM_CLASSES)
-    take = _targets(counts, {"train": 1 - fraction, "validation": fraction, "test": 0.0})[1]
     rng = np.random.default_rng(seed)
+    # Per class floor(fraction * count), then the rest of round(fraction * N) to the largest remainders, so the
+    # split holds the right total even when every class is small.
+    raw = counts * fraction
+    take = np.floor(raw).astype(np.int64)
+    extra = int(round(fraction * len(labels))) - int(take.sum())
+    order = np.lexsort((rng.random(NUM_CLASSES), -(raw - take)))
+    take[order[: max(extra, 0)]] += 1
     held = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: take[c]] for c in range(NUM_CLASSES)])
     keep = np.setdiff1d(np.arange(len(labels)), held)
     return DatasetDict(
@@ -416,7 +420,7 @@ def save_gz10(
 
     info = split_info or getattr(dsd, "split_info", None) or describe_splits(dsd)
     out = Path(out)
-    with output_lock(out, what="hfgal data build"), atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
         dsd.save_to_disk(str(tmp))
         atomic_write_json(tmp / SPLIT_INFO_FILE, info)
         render_dataset_card(info, repo_id=repo_id).save(tmp / "README.md")
@@ -473,6 +477,11 @@ def _build_cmd(args) -> int:
         raise HfgalError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
     if args.h5 is None and args.source is None:
         raise HfgalError("nothing to build from; pass --h5 PATH (or --source SOURCE)")
+    with output_lock(out, what="hfgal data build"):
+        return _build(args, out)
+
+
+def _build(args, out: Path) -> int:
     if args.h5 is not None:
         dsd = gz10_from_h5(
             args.h5, seed=args.seed, split_scheme=args.split_scheme, separation_arcsec=args.separation_arcsec
@@ -495,8 +504,9 @@ def _synthetic_cmd(args) -> int:
         raise HfgalError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
     if args.n < 30:
         raise HfgalError(f"--n {args.n} is too small to split into train/validation/test; use at least 30")
-    dsd = gz10_synthetic(n=args.n, seed=args.seed, proportions=args.proportions, split_scheme=args.split_scheme)
-    save_gz10(dsd, out, overwrite=args.overwrite)
+    with output_lock(out, what="hfgal data synthetic"):
+        dsd = gz10_synthetic(n=args.n, seed=args.seed, proportions=args.proportions, split_scheme=args.split_scheme)
+        save_gz10(dsd, out, overwrite=args.overwrite)
     print(f"wrote {out} ({', '.join(f'{s}: {len(dsd[s])}' for s in SPLITS)})")
     return 0
 

@@ -199,3 +199,13 @@ def test_two_process_ddp_counts_each_test_image_once(tmp_path, sample_dir, image
     # 10 test images over 2 ranks in batches of 3: padding duplicates would make 12.
     assert np.asarray(results["test"]["confusion_matrix"]).sum() == 10
     assert results["test"]["num_examples"] == 10
+
+
+def test_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = sorted((REPO_ROOT / "recipes" / "accelerate").glob("*.yaml"))
+    assert {p.stem for p in configs} >= {"single_gpu", "multi_gpu", "multi_node"}
+    for path in configs:
+        config = load_config_from_file(str(path))
+        assert config.num_processes >= 1 and config.num_machines >= 1
