@@ -457,8 +457,9 @@ def push_gz10(folder: str | os.PathLike, repo_id: str, *, private: bool | None =
     folder = Path(folder)
     dsd = load_from_disk(str(folder))
     try:
-        dsd.push_to_hub(repo_id, private=private, token=token)
+        # Card first: datasets' own push then merges its configs/dataset_info metadata into it.
         DatasetCard.load(folder / "README.md").push_to_hub(repo_id, repo_type="dataset", token=token)
+        dsd.push_to_hub(repo_id, private=private, token=token)
     except Exception as err:
         raise HfgalError(
             f"push of {folder} to {repo_id} failed: {type(err).__name__}; check the id and access"
