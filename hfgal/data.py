@@ -448,7 +448,7 @@ def describe_splits(dsd: DatasetDict, *, separation_arcsec: float = DEFAULT_SEPA
 def push_gz10(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None) -> str:
     """Push a saved GZ10 folder (dataset + card) to the Hub as a dataset repo."""
     from datasets import load_from_disk
-    from huggingface_hub import DatasetCard
+    from huggingface_hub import DatasetCard, HfApi
 
     from .hub import require_token, validate_repo_id
 
@@ -458,6 +458,7 @@ def push_gz10(folder: str | os.PathLike, repo_id: str, *, private: bool | None =
     dsd = load_from_disk(str(folder))
     try:
         # Card first: datasets' own push then merges its configs/dataset_info metadata into it.
+        HfApi(token=token).create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         DatasetCard.load(folder / "README.md").push_to_hub(repo_id, repo_type="dataset", token=token)
         dsd.push_to_hub(repo_id, private=private, token=token)
     except Exception as err:
