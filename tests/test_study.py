@@ -1,0 +1,615 @@
+"""The study: YAML schema, plan and commands, runner (kill, resume, failures), report numbers, push."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hfgal.study import PUBLISHED_TABLE1, PUBLISHED_TABLE2, load_study, run_command, run_status, run_study
+from hfgal.utils import HfgalError, output_lock
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY_DIR = REPO / "recipes" / "study"
+RECIPE = REPO / "recipes" / "finetune.py"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+TABLE1_IDS = [
+    "microsoft/swinv2-base-patch4-window12-192-22k",
+    "facebook/dinov2-base",
+    "google/vit-base-patch16-224",
+    "microsoft/beit-base-patch16-224",
+    "facebook/convnextv2-nano-22k-224",
+    "facebook/convnextv2-tiny-22k-224",
+    "google/efficientnet-b7",
+    "microsoft/resnet-101",
+    "timm/vgg16.tv_in1k",
+]
+TABLE2_IDS = [
+    "timm/maxvit_base_tf_224.in1k",
+    "timm/convnext_nano.in12k_ft_in1k",
+    "timm/efficientnet_b0.ra_in1k",
+    "mwalmsley/zoobot-encoder-convnext_nano",
+    "mwalmsley/zoobot-encoder-efficientnet_b0",
+    "mwalmsley/zoobot-encoder-maxvit_base_rw_224",
+]
+
+
+def _env() -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env.pop("HFGAL_DEBUG", None)
+    return env
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _mini_study(**extra) -> dict:
+    """A study of 2 Table 1 rows and 1 Table 2 row (Zoobot unavailable), 3 seeds: 12 runs."""
+    study = {
+        "name": "mini",
+        "description": "made-up runs",
+        "dataset": "synthetic:60",
+        "seeds": [0, 1, 2],
+        "defaults": {"max_steps": 2, "use_cpu": True},
+        "runs": [
+            {
+                "name": "convnextv2-tiny",
+                "table": 1,
+                "model": "facebook/convnextv2-tiny-22k-224",
+                "published": "ConvNeXtV2 Tiny",
+            },
+            {"name": "vit-base", "table": 1, "model": "google/vit-base-patch16-224", "published": "ViT Base"},
+            {
+                "name": "effnet-b0",
+                "table": 2,
+                "published": "EfficientNet B0",
+                "pretraining": {
+                    "none": "timm/efficientnet_b0.ra_in1k",
+                    "imagenet": "timm/efficientnet_b0.ra_in1k",
+                    "zoobot": None,
+                },
+            },
+        ],
+    }
+    study.update(extra)
+    return study
+
+
+# --------------------------------------------------------------------------- schema and plan
+
+
+def test_study_yamls_parse_and_dry_run_lists_every_model(capsys):
+    studies = {path.stem: load_study(path) for path in sorted(STUDY_DIR.glob("*.yaml"))}
+    assert set(studies) >= {"table1", "table2", "full", "beyond", "smoke"}
+    full = studies["full"]
+    # full = Table 1 + Table 2 with the same runs and flags (included, not copied).
+    assert [r.slug for r in full.runs] == [r.slug for r in studies["table1"].runs + studies["table2"].runs]
+    assert [r.args for r in full.runs] == [r.args for r in studies["table1"].runs + studies["table2"].runs]
+    assert len(full.runs) == (9 + 3 * 3) * 3
+    assert {e.published for e in full.entries if e.table == 1} == set(PUBLISHED_TABLE1)
+    assert {e.published for e in full.entries if e.table == 2} == set(PUBLISHED_TABLE2)
+    none_runs = [r for r in full.runs if r.column == "none"]
+    assert none_runs and all(r.init == "scratch" for r in none_runs)
+    assert all(r.init == "pretrained" for r in full.runs if r.column in ("imagenet", "zoobot"))
+
+    assert run_study(STUDY_DIR / "full.yaml", "/tmp/hfgal-never-written", recipe=RECIPE, dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert not Path("/tmp/hfgal-never-written").exists()
+    for model_id in TABLE1_IDS + TABLE2_IDS:
+        assert f"--model {model_id} " in out, model_id
+    assert "54 runs (54 to run)" in out
+    # The exact command of a run, as it will be launched.
+    expected = run_command(full.runs[0], "/tmp/hfgal-never-written", RECIPE)
+    assert shlex.join(expected) in out
+    assert expected[:4] == ["accelerate", "launch", "--num_processes", "1"]
+    assert expected[expected.index("--seed") + 1] == "0"
+
+    smoke = studies["smoke"]
+    assert smoke.dataset.startswith("synthetic:") and len(smoke.seeds) == 2
+    assert {r.table for r in smoke.runs} == {1, 2}
+    zoobot = [c for e in smoke.entries for c in e.columns if c.name == "zoobot"]
+    assert zoobot and zoobot[0].model is None and zoobot[0].note
+
+
+def test_beyond_variants_change_one_setting_at_a_time():
+    study = load_study(STUDY_DIR / "beyond.yaml")
+    per_model = [r for r in study.runs if r.entry == "convnextv2-tiny" and r.seed == 0]
+    by_variant = {r.variant: r.args for r in per_model}
+    assert set(by_variant) == {"", "d4_augment-false", "tta-true", "linear_probe-true"}
+    base = by_variant[""]
+    assert (base["d4_augment"], base["tta"], base["linear_probe"]) == (True, False, False)
+    for label, args in by_variant.items():
+        changed = {k for k in ("d4_augment", "tta", "linear_probe") if args[k] != base[k]}
+        assert changed == ({label.split("-")[0]} if label else set())
+    assert by_variant["linear_probe-true"]["learning_rate"] == 1.0e-3
+    assert by_variant["tta-true"]["learning_rate"] == base["learning_rate"] == 1.0e-4
+    argv = run_command(per_model[2], "/tmp/x", RECIPE, launcher="python")
+    assert argv[argv.index("--tta") + 1] == "true" and argv[argv.index("--d4_augment") + 1] == "true"
+
+
+@pytest.mark.parametrize(
+    ("where", "patch"),
+    [
+        ("the study", {"lerning_rate": 1e-4}),
+        ("run 'vit-base'", {"runs": [{"name": "vit-base", "table": 1, "model": "x", "seeds": [1]}]}),
+        (
+            "pretraining.zoobot",
+            {"runs": [{"name": "m", "table": 2, "pretraining": {"none": "a", "zoobot": {"model": None, "nope": 1}}}]},
+        ),
+        ("pretraining", {"runs": [{"name": "m", "table": 2, "pretraining": {"none": "a", "imagenet21k": "b"}}]}),
+        ("variants", {"variants": {"tta": [True, False], "mixup": [True]}}),
+    ],
+)
+def test_unknown_key_is_an_error_naming_key_and_file(tmp_path, where, patch):
+    path = _write(tmp_path / "bad.yaml", _mini_study(**patch))
+    with pytest.raises(HfgalError) as err:
+        load_study(path)
+    key = (
+        next(iter(set(patch) - {"runs", "variants"}), None)
+        or {
+            "run 'vit-base'": "seeds",
+            "pretraining.zoobot": "nope",
+            "pretraining": "imagenet21k",
+            "variants": "mixup",
+        }[where]
+    )
+    assert f"unknown key '{key}'" in str(err.value) and str(path) in str(err.value) and where in str(err.value)
+
+
+def test_bad_values_are_one_line_errors(tmp_path):
+    cases = {
+        "runner": {"defaults": {"seed": 3}},
+        "'table: 1' or 'table: 2'": {"runs": [{"name": "a", "model": "x"}]},
+        "not a row of the seed study": {"runs": [{"name": "a", "table": 1, "model": "x", "published": "VGG19"}]},
+        "non-empty list": {"seeds": []},
+        "not a variant": {"variants": {"tta": [False, True]}, "variant_args": {"linear_probe-true": {"x": 1}}},
+    }
+    for message, patch in cases.items():
+        with pytest.raises(HfgalError, match=message):
+            load_study(_write(tmp_path / "bad.yaml", _mini_study(**patch)))
+    # An included file is validated as itself: the error names it, not the including file.
+    inner = _write(tmp_path / "inner.yaml", _mini_study(name="inner", runs=[{"name": "a", "table": 1, "modle": 1}]))
+    outer = _write(tmp_path / "outer.yaml", {"name": "outer", "dataset": "synthetic:60", "include": [inner.name]})
+    with pytest.raises(HfgalError, match=f"{inner}: unknown key 'modle'"):
+        load_study(outer)
+    # The command line prints one line, no traceback.
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "study.py"), "--config", str(outer), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("study.py: error: ") and "unknown key 'modle'" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- output folder, commands, lock
+
+
+def test_output_dir_of_another_study_is_refused_without_force(tmp_path):
+    out = tmp_path / "study"
+    commands = tmp_path / "commands.txt"
+    config = _write(tmp_path / "mini.yaml", _mini_study())
+    assert run_study(config, out, recipe=RECIPE, launcher="python", emit_commands=commands) == 0
+    lines = commands.read_text().splitlines()
+    study = load_study(config)
+    assert len(lines) == len(study.runs) == 12
+    # Each line is the exact command of one run, resumable when a SLURM task is requeued.
+    assert shlex.split(lines[0]) == run_command(study.runs[0], out, RECIPE, "python", resume=True)
+    assert (out / "study.yaml").is_file() and not (out.parent / "study.lock").exists()
+    assert 'sed -n "${SLURM_ARRAY_TASK_ID}p"' in (REPO / "recipes" / "slurm_study.sh").read_text()
+
+    other = _write(tmp_path / "other.yaml", _mini_study(name="other"))
+    with pytest.raises(HfgalError, match="holds results of study 'mini'.*--force"):
+        run_study(other, out, recipe=RECIPE, launcher="python", emit_commands=commands)
+    changed = _write(tmp_path / "mini2.yaml", _mini_study(seeds=[0, 1]))
+    with pytest.raises(HfgalError, match=r"study 'mini' with a different config \(seeds\)"):
+        run_study(changed, out, recipe=RECIPE, launcher="python", emit_commands=commands)
+    assert yaml.safe_load((out / "study.yaml").read_text())["name"] == "mini"  # untouched
+
+    # --force takes the folder over; a finished run whose settings changed is stale and will be re-run.
+    first = study.runs[0]
+    (out / "runs" / first.slug / "results.json").write_text(json.dumps({"complete": True}))
+    assert run_status(first, out) == "done"
+    lr = _write(tmp_path / "mini3.yaml", _mini_study(defaults={"max_steps": 3, "use_cpu": True}))
+    assert run_study(lr, out, recipe=RECIPE, launcher="python", emit_commands=commands, force=True) == 0
+    assert run_status(load_study(lr).runs[0], out) == "new"  # the stale folder was cleared
+    assert "--max_steps 3" in commands.read_text().splitlines()[0]
+
+    # Two runners on one folder: the second stops at once.
+    with output_lock(out, "study runner"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "recipes" / "study.py"),
+                "--config",
+                str(lr),
+                "--output-dir",
+                str(out),
+                "--launcher",
+                "python",
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            check=False,
+        )
+    assert proc.returncode == 1 and "in use by another study runner" in proc.stderr
+
+
+def test_checkpointed_run_resumes_and_finished_run_is_skipped(tmp_path):
+    config = _write(tmp_path / "mini.yaml", _mini_study(seeds=[0]))
+    study = load_study(config)
+    out = tmp_path / "study"
+    run_study(config, out, recipe=RECIPE, launcher="python", emit_commands=tmp_path / "c.txt")
+    done, ckpt, failed = study.runs[:3]
+    (out / "runs" / done.slug / "results.json").write_text(json.dumps({"complete": True}))
+    (out / "runs" / ckpt.slug / "checkpoint-12").mkdir(parents=True)
+    (out / "runs" / failed.slug / "error.txt").write_text("exit code 1\n")
+    (out / "runs" / study.runs[3].slug / "results.json").write_text('{"complete": fal')  # killed mid-write
+    statuses = [run_status(run, out) for run in study.runs]
+    assert statuses == ["done", "resume", "failed", "new"]
+    lines = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "recipes" / "study.py"),
+            "--config",
+            str(config),
+            "--output-dir",
+            str(out),
+            "--dry-run",
+            "--launcher",
+            "python",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    ).stdout.splitlines()
+    assert lines[0].endswith(f"4 runs (3 to run) in {out}")
+    commands = {line.split("] ")[1]: lines[i + 1].strip() for i, line in enumerate(lines) if line.startswith("  [")}
+    assert commands[ckpt.slug].endswith("--resume_from_checkpoint true")
+    assert not commands[failed.slug].endswith("--resume_from_checkpoint true")
+
+
+# --------------------------------------------------------------------------- report from run folders
+
+
+def _finished_run(run_dir: Path, accuracy: float, seed: int, emissions: float, params: int) -> dict:
+    """A finished run folder following the run-folder contract, with the given test accuracy."""
+    from run_fixture import fake_predictions, make_results
+
+    from hfgal.metrics import compute_gz10_metrics
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results = make_results(emissions_kg=emissions)
+    results["test"] = compute_gz10_metrics(*fake_predictions(400, accuracy, seed=seed), seed=0)
+    results.update(seed=seed, params_total=params, train_seconds=3600 + 60 * seed, train_images_per_second=80 + seed)
+    (run_dir / "results.json").write_text(json.dumps(results))
+    (run_dir / "model.safetensors").write_bytes(b"weights")
+    (run_dir / "checkpoint-4").mkdir(exist_ok=True)
+    (run_dir / "checkpoint-4" / "optimizer.pt").write_bytes(b"state")
+    return results
+
+
+@pytest.fixture
+def reported_study(tmp_path):
+    """A study folder with made-up finished runs (one failed, one never run) and its written report."""
+    from hfgal.report import write_report
+
+    config = _write(tmp_path / "mini.yaml", _mini_study(variants={"tta": [False, True]}))
+    out = tmp_path / "study"
+    run_study(config, out, recipe=RECIPE, launcher="python", emit_commands=tmp_path / "c.txt")
+    study = load_study(out)
+    results = {}
+    for i, run in enumerate(study.runs):
+        run_dir = out / "runs" / run.slug
+        if run.slug == "vit-base__seed2":
+            (run_dir / "error.txt").write_text("exit code 1\ncommand: ...\n--- log ---\nCUDA out of memory\n")
+            continue
+        if run.slug == "effnet-b0__none__tta-true__seed2":
+            continue  # never ran
+        acc = 0.6 + 0.02 * (i % 7) + 0.01 * run.seed
+        results[run.slug] = _finished_run(run_dir, acc, run.seed, 0.01 + 0.001 * i, 5_000_000 + 1000 * (i // 6))
+    return out, study, results, write_report(out)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_numbers_equal_per_run_results(reported_study):
+    out, study, results, report_md = reported_study
+    report = out / "report"
+    for name in (
+        "table1.md",
+        "table1.csv",
+        "table2.md",
+        "table2.csv",
+        "variants.md",
+        "variants.csv",
+        "report.md",
+        "accuracy_vs_params.png",
+        "accuracy_vs_co2.png",
+        "confusion_matrix_best.png",
+    ):
+        assert (report / name).is_file(), name
+    for png in report.glob("*.png"):
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
+
+    rows = _rows(report / "table1.csv") + _rows(report / "table2.csv") + _rows(report / "variants.csv")
+    checked = 0
+    for row in rows:
+        runs = [results[slug] for slug in row["runs"].split() if slug in results]
+        if not runs:
+            assert row["accuracy_mean"] == "" and row["n_seeds"] == "0"
+            continue
+        acc = [100 * r["test"]["accuracy"] for r in runs]
+        assert float(row["accuracy_mean"]) == pytest.approx(statistics.fmean(acc), rel=1e-12)
+        assert int(row["n_seeds"]) == len(runs)
+        if len(runs) > 1:
+            from scipy.stats import t
+
+            std = statistics.stdev(acc)
+            half = t.ppf(0.975, len(runs) - 1) * std / math.sqrt(len(runs))
+            assert float(row["accuracy_std"]) == pytest.approx(std, rel=1e-12)
+            assert float(row["accuracy_ci95_low"]) == pytest.approx(statistics.fmean(acc) - half, rel=1e-12)
+        else:  # one seed: that run's bootstrap interval
+            assert float(row["accuracy_ci95_low"]) == pytest.approx(100 * runs[0]["test"]["accuracy_ci95"][0])
+        for key, get in {
+            "macro_f1_mean": lambda r: 100 * r["test"]["macro_f1"],
+            "params_m": lambda r: r["params_total"] / 1e6,
+            "co2_kg_mean": lambda r: r["carbon"]["emissions_kg"],
+            "train_seconds_mean": lambda r: r["train_seconds"],
+            "images_per_second_mean": lambda r: r["train_images_per_second"],
+        }.items():
+            assert float(row[key]) == pytest.approx(statistics.fmean(get(r) for r in runs), rel=1e-12), key
+        checked += 1
+    # Table 1 rows, available Table 2 cells, then base + tta rows for each of those 4 models.
+    assert checked == 2 + 2 + 4 * 2
+
+    t1 = {r["model"]: r for r in _rows(report / "table1.csv")}
+    assert t1["vit-base"]["n_seeds"] == "2" and t1["vit-base"]["failed"] == "1"
+    mean = float(t1["convnextv2-tiny"]["accuracy_mean"])
+    std = float(t1["convnextv2-tiny"]["accuracy_std"])
+    assert (
+        f"| convnextv2-tiny | `facebook/convnextv2-tiny-22k-224` | {mean:.2f} ± {std:.2f} |"
+        in (report / "table1.md").read_text()
+    )
+    t2 = {r["column"]: r for r in _rows(report / "table2.csv")}
+    assert t2["zoobot"]["available"] == "False" and t2["zoobot"]["note"] == "not published by Zoobot"
+    best = max(float(t2[c]["accuracy_mean"]) for c in ("none", "imagenet"))
+    for c in ("none", "imagenet"):
+        assert float(t2[c]["delta_to_best"]) == pytest.approx(float(t2[c]["accuracy_mean"]) - best)
+    table2_md = (report / "table2.md").read_text()
+    assert "n/a¹" in table2_md and "¹ not published by Zoobot" in table2_md and "**" in table2_md
+
+    text = report_md.read_text()
+    assert "## Failed runs" in text and "`vit-base__seed2`: exit code 1" in text and "CUDA out of memory" in text
+    assert "## Not run yet" in text and "`effnet-b0__none__tta-true__seed2`" in text
+    assert "Zoobot" in text and "test split" in text  # the caveat
+    assert "| 87.31 |" in text and "| 86.02 |" in text and "| 74.41 |" in text  # published numbers side by side
+    assert "Most confused class pairs" in text
+    assert "10 of 12 runs" not in text and f"{len(results)} of {len(study.runs)} runs finished, 1 failed" in text
+
+
+def test_report_kill_leaves_previous_complete_report(reported_study):
+    out, study, results, _ = reported_study
+    before = {p.name: p.read_bytes() for p in (out / "report").iterdir()}
+    # New numbers for one run, so an interrupted rewrite would show as a mix of old and new.
+    slug = "convnextv2-tiny__seed0"
+    _finished_run(out / "runs" / slug, 0.95, 0, 0.02, 5_000_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hfgal.cli", "study", "report", str(out)],
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    killed_mid_write = False
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        staging = [p for p in out.glob(".report.tmp-*") if (p / "table1.csv").is_file()]
+        if staging:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_mid_write = True
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert killed_mid_write, "the report finished before it could be killed"
+    assert {p.name: p.read_bytes() for p in (out / "report").iterdir()} == before
+    # The next report sweeps the dead writer's leftovers and replaces the report whole.
+    from hfgal.report import write_report
+
+    write_report(out)
+    assert not list(out.glob(".report.tmp-*"))
+    row = next(r for r in _rows(out / "report" / "table1.csv") if r["model"] == "convnextv2-tiny")
+    assert (
+        row["accuracy_mean"]
+        != next(
+            r for r in csv.DictReader(before["table1.csv"].decode().splitlines()) if r["model"] == "convnextv2-tiny"
+        )["accuracy_mean"]
+    )
+
+
+def test_study_push_is_one_dataset_commit_of_results_not_weights(reported_study, monkeypatch, capsys):
+    from huggingface_hub import HfApi
+
+    out, study, results, _ = reported_study
+    calls = []
+
+    def fake_create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+
+    def fake_upload_folder(self, *, repo_id, folder_path, repo_type=None, **kwargs):
+        folder = Path(folder_path)
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        calls.append(("upload_folder", repo_id, repo_type, files, (folder / "README.md").read_text(), kwargs))
+        return "https://huggingface.co/datasets/someone/gz10-study/commit/abc"
+
+    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_tests")
+    # Nothing leaves the machine: the two HfApi calls are captured above, and a stray one would hit a dead port.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    from hfgal.cli import main
+
+    main(["study", "push", str(out), "--repo-id", "someone/gz10-study", "--private"])
+    assert capsys.readouterr().out.strip().endswith("/commit/abc")
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
+    assert calls[0][2]["repo_type"] == "dataset" and calls[0][2]["private"] is True
+    _, repo_id, repo_type, files, card, kwargs = calls[1]
+    assert (repo_id, repo_type) == ("someone/gz10-study", "dataset")
+    expected = {
+        "README.md",
+        "study.yaml",
+        "report.md",
+        "table1.md",
+        "table1.csv",
+        "table2.md",
+        "table2.csv",
+        "variants.md",
+        "variants.csv",
+        "accuracy_vs_params.png",
+        "accuracy_vs_co2.png",
+        "confusion_matrix_best.png",
+    } | {f"runs/{slug}/results.json" for slug in results}
+    assert set(files) == expected
+    assert "hfgal study mini" in kwargs["commit_message"]
+    meta = yaml.safe_load(card.split("---")[1])
+    assert {c["config_name"] for c in meta["configs"]} == {"table1", "table2", "variants"}
+    assert "leaderboard" in meta["tags"]
+    assert "## Leaderboard" in card and "not published by Zoobot" in card and "hf_fake_token" not in card
+
+
+# --------------------------------------------------------------------------- the smoke study, for real
+
+
+def _start_runner(config: Path, out: Path, *extra: str) -> subprocess.Popen:
+    argv = [
+        sys.executable,
+        str(REPO / "recipes" / "study.py"),
+        "--config",
+        str(config),
+        "--output-dir",
+        str(out),
+        "--launcher",
+        sys.executable,
+        *extra,
+    ]
+    # Its own process group, so a SIGKILL of the group takes the runner and its fine-tuning child at once.
+    return subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end_survives_sigkill(tmp_path):
+    """The smoke study with the real recipe, SIGKILLed after its first run, resumed, plus a run that fails."""
+    smoke = yaml.safe_load((STUDY_DIR / "smoke.yaml").read_text())
+    broken = _write(
+        tmp_path / "broken.yaml",
+        {
+            "name": "broken",
+            "dataset": smoke["dataset"],
+            "runs": [{"name": "broken", "table": 1, "model": "timm:no_such_architecture", "init": "scratch"}],
+        },
+    )
+    # The smoke study as shipped, with a model that cannot be built appended to it.
+    config = _write(
+        tmp_path / "study.yaml",
+        {
+            "name": "smoke",
+            "dataset": smoke["dataset"],
+            "seeds": smoke["seeds"],
+            "include": [str(STUDY_DIR / "smoke.yaml"), broken.name],
+        },
+    )
+    study = load_study(config)
+    out = tmp_path / "out"
+    runs = out / "runs"
+
+    proc = _start_runner(config, out)
+    first = runs / study.runs[0].slug / "results.json"
+    deadline = time.monotonic() + 240
+    while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first.is_file(), proc.communicate()[0].decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first_mtime = first.stat().st_mtime_ns
+    first_log = (runs / study.runs[0].slug / "study_run.log").read_bytes()
+    assert not (out / "report").exists()
+
+    # Two at a time, one per "GPU": the ids only set CUDA_VISIBLE_DEVICES here (the smoke runs use the CPU).
+    proc = _start_runner(config, out, "--gpus", "0,1")
+    output = proc.communicate(timeout=600)[0].decode()
+    assert proc.returncode == 1, output[-3000:]  # the broken model failed, the others finished
+    assert "0/10 runs finished" not in output and "1/10 runs finished" in output
+    assert f"[start] {study.runs[0].slug}" not in output
+    assert first.stat().st_mtime_ns == first_mtime
+    assert (runs / study.runs[0].slug / "study_run.log").read_bytes() == first_log
+
+    devices = {(runs / r.slug / "study_run.log").read_text().split()[1] for r in study.runs[1:]}
+    assert devices == {"CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=1"}
+    for run in study.runs:
+        if run.entry == "broken":
+            error = (runs / run.slug / "error.txt").read_text()
+            assert error.startswith("exit code 1") and "unknown timm architecture" in error
+            assert not (runs / run.slug / "results.json").exists()
+        else:
+            assert run_status(run, out) == "done", run.slug
+
+    report = out / "report"
+    for name in (
+        "table1.md",
+        "table1.csv",
+        "table2.md",
+        "table2.csv",
+        "report.md",
+        "accuracy_vs_params.png",
+        "accuracy_vs_co2.png",
+        "confusion_matrix_best.png",
+    ):
+        assert (report / name).is_file(), name
+    for png in report.glob("*.png"):
+        assert png.read_bytes()[:8] == PNG_MAGIC
+    results = {
+        run.slug: json.loads((runs / run.slug / "results.json").read_text())
+        for run in study.runs
+        if run.entry != "broken"
+    }
+    for row in _rows(report / "table1.csv") + _rows(report / "table2.csv"):
+        slugs = row["runs"].split()
+        if row["model"] == "broken":
+            assert row["n_seeds"] == "0" and row["failed"] == "2"
+            continue
+        if row.get("available") == "False":
+            continue
+        acc = [100 * results[s]["test"]["accuracy"] for s in slugs]
+        assert int(row["n_seeds"]) == len(acc) == 2
+        assert float(row["accuracy_mean"]) == pytest.approx(statistics.fmean(acc), rel=1e-12)
+        assert float(row["accuracy_std"]) == pytest.approx(statistics.stdev(acc), abs=1e-9)
+        assert float(row["params_m"]) == pytest.approx(results[slugs[0]]["params_total"] / 1e6)
+        assert float(row["co2_kg_mean"]) == pytest.approx(
+            statistics.fmean(results[s]["carbon"]["emissions_kg"] for s in slugs), rel=1e-12
+        )
+    text = (report / "report.md").read_text()
+    assert "`broken__seed0`: exit code 1" in text and "8 of 10 runs finished, 2 failed" in text
+    assert "n/a²" in (report / "table2.md").read_text()  # the Zoobot cell flagged (¹ is the ImageNet stand-in)
