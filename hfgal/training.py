@@ -175,8 +175,8 @@ def config_overrides(model_args: ModelArguments) -> dict[str, Any]:
     return value
 
 
-def parse_image_size(value: str | None, tta: bool) -> tuple[int, int] | None:
-    """`"224"` -> (224, 224); `"224x192"` -> (224, 192); D4 views need a square image."""
+def parse_image_size(value: str | None, tta: bool, d4_augment: bool = False) -> tuple[int, int] | None:
+    """`"224"` -> (224, 224); `"224x192"` -> (224, 192); D4 views (TTA or augmentation) need a square image."""
     if value is None:
         return None
     try:
@@ -187,8 +187,9 @@ def parse_image_size(value: str | None, tta: bool) -> tuple[int, int] | None:
         parts = parts * 2
     if len(parts) != 2 or min(parts) < 8:
         raise HfgalError(f"--image_size {value!r} is not valid; use a side >= 8 (224) or HxW (224x192)")
-    if tta and parts[0] != parts[1]:
-        raise HfgalError(f"--tta needs a square image (the 8 D4 views rotate it); --image_size {value} is not square")
+    if (tta or d4_augment) and parts[0] != parts[1]:
+        flag = "--tta" if tta else "--d4_augment (on by default)"
+        raise HfgalError(f"{flag} needs a square image (D4 views rotate it); --image_size {value} is not square")
     return parts[0], parts[1]
 
 

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if (out / "results.json").is_file() and not training_args.overwrite_output_dir:
         print(f"{out} already holds a finished run (results.json); pass --overwrite_output_dir true to train again")
         return 0
-    image_size = parse_image_size(model_args.image_size, data_args.tta)
+    image_size = parse_image_size(model_args.image_size, data_args.tta, data_args.d4_augment)
     resume = resolve_resume(out, training_args.resume_from_checkpoint, training_args.overwrite_output_dir)
     set_seed(training_args.seed)
 
