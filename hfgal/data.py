@@ -366,8 +366,8 @@ def load_gz10(
             n = int(source.split(":", 1)[1]) if ":" in source else 2000
         except ValueError:
             raise HfgalError(f"bad synthetic source {source!r}; use 'synthetic' or 'synthetic:N'") from None
-        if n < 30:
-            raise HfgalError(f"synthetic:{n} is too small to split; use at least synthetic:30")
+        if n < 100:
+            raise HfgalError(f"synthetic:{n} is too small to split; use at least synthetic:100")
         return gz10_synthetic(n=n, split_scheme=split_scheme, cache_dir=cache_dir)
     path = Path(source).expanduser()
     if path.exists():
@@ -504,8 +504,8 @@ def _synthetic_cmd(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise HfgalError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-    if args.n < 30:
-        raise HfgalError(f"--n {args.n} is too small to split into train/validation/test; use at least 30")
+    if args.n < 100:
+        raise HfgalError(f"--n {args.n} is too small to split into train/validation/test; use at least 100")
     with output_lock(out, what="hfgal data synthetic"):
         dsd = gz10_synthetic(n=args.n, seed=args.seed, proportions=args.proportions, split_scheme=args.split_scheme)
         save_gz10(dsd, out, overwrite=args.overwrite)

@@ -1,0 +1,178 @@
+"""Synthetic GZ10 galaxies: determinism by (seed, i), catalogue shape, physics of the classes, DatasetDict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hfgal.constants import GZ10_CLASS_COUNTS, GZ10_CLASSES, NUM_CLASSES
+from hfgal.synthetic import render_galaxy, synthetic_catalog, synthetic_images
+from hfgal.utils import HfgalError
+
+
+@pytest.fixture(scope="module")
+def catalog() -> dict[str, np.ndarray]:
+    return synthetic_catalog(40, seed=3)
+
+
+@pytest.fixture(scope="module")
+def first_ten(catalog) -> np.ndarray:
+    return synthetic_images(0, 10, catalog["label"], seed=3)
+
+
+def _class_images(label: int, count: int, size: int = 256) -> np.ndarray:
+    return np.stack([render_galaxy(label, np.random.default_rng([11, label, k]), size=size) for k in range(count)])
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_identical_pixels(catalog, first_ten):
+    again = synthetic_images(0, 10, catalog["label"], seed=3)
+    assert again.shape == (10, 256, 256, 3) and again.dtype == np.uint8
+    np.testing.assert_array_equal(again, first_ten)
+
+
+def test_different_seed_gives_different_images(catalog, first_ten):
+    other = synthetic_images(0, 10, catalog["label"], seed=4)
+    # Every single image changes, not just a few pixels of some.
+    assert all((other[i] != first_ten[i]).mean() > 0.5 for i in range(10))
+
+
+def test_any_slice_renders_alone_and_out_of_order(catalog, first_ten):
+    np.testing.assert_array_equal(synthetic_images(5, 10, catalog["label"], seed=3), first_ten[5:10])
+    np.testing.assert_array_equal(synthetic_images(7, 8, catalog["label"], seed=3)[0], first_ten[7])
+    # Image i is render_galaxy with the generator [seed, i]: the documented contract other processes rely on.
+    np.testing.assert_array_equal(render_galaxy(int(catalog["label"][2]), np.random.default_rng([3, 2])), first_ten[2])
+    assert synthetic_images(4, 4, catalog["label"], seed=3).shape == (0, 256, 256, 3)
+
+
+def test_images_look_like_sky_with_a_bright_centre(first_ten):
+    border = np.concatenate([first_ten[:, :16].reshape(-1, 3), first_ten[:, -16:].reshape(-1, 3)])
+    sky = np.median(border, axis=0)
+    assert np.all((25 <= sky) & (sky <= 45)), sky  # DECaLS cutouts sit at ~33 grey levels
+    centre = first_ten[:, 112:144, 112:144].astype(float).mean(axis=(1, 2, 3))
+    assert np.all(centre > sky.mean() + 15), centre
+
+
+def test_render_galaxy_other_sizes_and_bad_input():
+    for size in (64, 101):
+        img = render_galaxy(2, np.random.default_rng(0), size=size)
+        assert img.shape == (size, size, 3) and img.dtype == np.uint8
+    with pytest.raises(HfgalError, match="not a GZ10 class"):
+        render_galaxy(10, np.random.default_rng(0))
+    with pytest.raises(HfgalError, match="too small"):
+        render_galaxy(0, np.random.default_rng(0), size=8)
+    with pytest.raises(HfgalError, match="outside the catalogue"):
+        synthetic_images(5, 50, np.zeros(10, dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+def test_catalog_columns(catalog):
+    assert set(catalog) == {"label", "ra", "dec", "redshift", "pxscale"}
+    assert all(len(v) == 40 for v in catalog.values())
+    assert catalog["label"].dtype == np.uint8
+    assert set(catalog["label"].tolist()) == set(range(NUM_CLASSES))  # every class, even the rare cigars
+    assert np.all((0 <= catalog["ra"]) & (catalog["ra"] < 360))
+    assert np.all((-20 <= catalog["dec"]) & (catalog["dec"] <= 30))
+    z = catalog["redshift"]
+    assert catalog["redshift"].dtype == np.float64 and np.isnan(z).any() and np.all(z[~np.isnan(z)] > 0)
+    np.testing.assert_array_equal(catalog["pxscale"], np.full(40, 0.262))
+    again = synthetic_catalog(40, seed=3)
+    for key in catalog:
+        np.testing.assert_array_equal(again[key], catalog[key])
+    assert not np.array_equal(synthetic_catalog(40, seed=4)["label"], catalog["label"])
+
+
+def test_catalog_proportions():
+    full = synthetic_catalog(sum(GZ10_CLASS_COUNTS), seed=0)
+    np.testing.assert_array_equal(np.bincount(full["label"], minlength=10), GZ10_CLASS_COUNTS)
+    assert np.all(np.bincount(synthetic_catalog(55, proportions="balanced")["label"], minlength=10) >= 5)
+    np.testing.assert_array_equal(np.bincount(synthetic_catalog(50, proportions="balanced")["label"]), [5] * 10)
+    assert np.bincount(synthetic_catalog(10)["label"], minlength=10).tolist() == [1] * 10
+    with pytest.raises(HfgalError, match="unknown proportions"):
+        synthetic_catalog(20, proportions="uniform")
+    with pytest.raises(HfgalError, match="n >= 1"):
+        synthetic_catalog(0)
+
+
+def test_catalog_redshift_is_the_one_each_image_is_drawn_at():
+    cat = synthetic_catalog(60, seed=5)
+    near = np.nanargmin(cat["redshift"])
+    far = np.nanargmax(cat["redshift"])
+    assert cat["redshift"][far] > 2 * cat["redshift"][near]
+    # Same galaxy class at both distances: the far one must cover fewer bright pixels (smaller, dimmer).
+    label = 2
+    imgs = synthetic_images(0, 60, np.full(60, label, dtype=np.uint8), seed=5)
+    bright = (imgs[:, 64:192, 64:192].astype(float).mean(axis=3) > 80).sum(axis=(1, 2))
+    z = cat["redshift"]
+    finite = ~np.isnan(z)
+    assert np.corrcoef(z[finite], bright[finite])[0, 1] < -0.2
+
+
+# --------------------------------------------------------------------------- physics of the classes
+
+
+def _elongation(img: np.ndarray) -> float:
+    """Major/minor axis ratio from the second moments of the central galaxy's light above the sky."""
+    lum = img[64:192, 64:192].astype(np.float64).mean(axis=2)
+    lum = np.clip(lum - np.median(img.mean(axis=2)) - 20, 0, None)  # only light well above the sky
+    yy, xx = np.mgrid[:128, :128]
+    w = lum / lum.sum()
+    mx, my = (w * xx).sum(), (w * yy).sum()
+    cov = np.array(
+        [
+            [(w * (xx - mx) ** 2).sum(), (w * (xx - mx) * (yy - my)).sum()],
+            [(w * (xx - mx) * (yy - my)).sum(), (w * (yy - my) ** 2).sum()],
+        ]
+    )
+    small, large = np.linalg.eigvalsh(cov)
+    return float(np.sqrt(large / small))
+
+
+def test_smooth_classes_order_by_axis_ratio():
+    elongation = {c: np.median([_elongation(img) for img in _class_images(c, 8)]) for c in (2, 3, 4)}
+    assert elongation[2] < elongation[3] < elongation[4], elongation
+    assert elongation[2] < 1.5 and elongation[4] > 2.0, elongation
+
+
+def test_edge_on_discs_are_thin():
+    assert np.median([_elongation(img) for img in _class_images(8, 6)]) > 3.0
+
+
+def test_spirals_are_bluer_than_ellipticals():
+    def blue_over_red(images: np.ndarray) -> float:
+        region = images[:, 96:160, 96:160].astype(np.float64) - 33.0  # light above the sky
+        return float(region[..., 2].sum() / region[..., 0].sum())
+
+    assert blue_over_red(_class_images(7, 6)) > blue_over_red(_class_images(2, 6)) + 0.05
+
+
+# --------------------------------------------------------------------------- DatasetDict
+
+
+def test_gz10_synthetic_dataset(tmp_path):
+    from datasets import ClassLabel
+
+    from hfgal.synthetic import gz10_synthetic
+
+    dsd = gz10_synthetic(n=60, seed=3, cache_dir=str(tmp_path))
+    assert set(dsd) == {"train", "validation", "test"}
+    assert sum(len(dsd[s]) for s in dsd) == 60 and all(len(dsd[s]) > 0 for s in dsd)
+    feature = dsd["train"].features["label"]
+    assert isinstance(feature, ClassLabel) and feature.names == list(GZ10_CLASSES)
+    cat = synthetic_catalog(60, seed=3)
+    row = dsd["test"][0]
+    i = row["gz10_index"]
+    assert row["label"] == cat["label"][i] and row["ra"] == cat["ra"][i]
+    np.testing.assert_array_equal(
+        np.asarray(row["image"].convert("RGB")), synthetic_images(i, i + 1, cat["label"], 3)[0]
+    )
+    # Another seed is another dataset, not a cache hit of the first.
+    other = gz10_synthetic(n=60, seed=4, cache_dir=str(tmp_path))
+    row = other["train"][0]
+    j = row["gz10_index"]
+    seed4 = synthetic_images(j, j + 1, synthetic_catalog(60, seed=4)["label"], 4)[0]
+    np.testing.assert_array_equal(np.asarray(row["image"].convert("RGB")), seed4)
