@@ -13,6 +13,8 @@ _LAZY = {
     "gz10_from_h5": "hfgal.data",
     "load_gz10": "hfgal.data",
     "load_classifier": "hfgal.inference",
+    "load_image": "hfgal.inference",
+    "GalaxyClassifier": "hfgal.inference",
 }
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "gz10_from_h5",
     "load_gz10",
     "load_classifier",
+    "load_image",
+    "GalaxyClassifier",
     "GZ10_CLASSES",
     "GZ10_DESCRIPTIONS",
     "ID2LABEL",
@@ -30,7 +34,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .data import gz10_from_h5, load_gz10
-    from .inference import load_classifier
+    from .inference import GalaxyClassifier, load_classifier, load_image
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,488 @@
+"""Classifying galaxy images with a fine-tuned checkpoint: `load_classifier`, `GalaxyClassifier`, `hfgal predict`.
+
+A checkpoint is anything `AutoModelForImageClassification.from_pretrained` loads (an hfgal run folder, a Hub repo
+pushed by hfgal, a timm model through TimmWrapper, the study authors' `*-finetuned-galaxy10-decals` repos).
+Images are prepared exactly like the training cache: whole image resized to a square, no crop, then normalised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from .constants import GZ10_CLASSES
+from .imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, collect_image_paths, fits_to_rgb, load_image
+from .utils import HfgalError, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_FILE_BYTES",
+    "GalaxyClassifier",
+    "fits_to_rgb",
+    "load_classifier",
+    "load_image",
+    "register_cli",
+]
+
+logger = logging.getLogger(__name__)
+
+_WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json")
+_WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+_GENERIC_LABEL = re.compile(r"LABEL_\d+")
+
+
+class GalaxyClassifier:
+    """A loaded image classifier with the preprocessing it was trained with.
+
+    Attributes:
+        model: the `PreTrainedModel` in eval mode on `device`.
+        id2label: class index -> class name.
+        image_size: square input side `S`.
+        mean, std: per-channel normalisation of 0-1 pixel values.
+        device: where the model runs.
+        source: the repo id or folder it was loaded from.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        id2label: dict[int, str],
+        image_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        source: str,
+    ) -> None:
+        self.model = model
+        self.id2label = id2label
+        self.image_size = int(image_size)
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.device = device
+        self.source = source
+
+    def __repr__(self) -> str:
+        return (
+            f"GalaxyClassifier(source={self.source!r}, num_labels={len(self.id2label)}, "
+            f"image_size={self.image_size}, device={self.device})"
+        )
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """Turn images into the model's input batch: RGB, bilinear resize of the whole image to `S x S`, normalise.
+
+        Args:
+            images: one image or a list of anything `load_image` takes.
+
+        Returns:
+            A `(B, 3, S, S)` float32 tensor on `device`.
+        """
+        import torch
+
+        from .augment import normalize
+
+        size = (self.image_size, self.image_size)
+        pixels = []
+        for image in _as_list(images):
+            rgb = load_image(image)
+            if rgb.size != size:
+                rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+            pixels.append(np.asarray(rgb, dtype=np.uint8))
+        if not pixels:
+            return torch.empty((0, 3, *size), device=self.device)
+        batch = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).to(self.device)  # (B, 3, S, S) uint8
+        return normalize(batch, self.mean, self.std)
+
+    def predict_proba(self, images: Any, *, tta: bool = False, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities for each image.
+
+        Args:
+            images: one image or a list of anything `load_image` takes.
+            tta: average the softmax over the 8 rotations/flips of each image (the D4 group).
+            batch_size: images per forward pass.
+
+        Returns:
+            A float32 array `(N, num_labels)` whose rows sum to 1.
+        """
+        import torch
+
+        from .augment import dihedral_view
+
+        if batch_size < 1:
+            raise HfgalError(f"batch_size must be at least 1, got {batch_size}")
+        items = _as_list(images)
+        dtype = next(self.model.parameters()).dtype
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(items), batch_size):
+                x = self.preprocess(items[start : start + batch_size]).to(dtype)
+                # GZ10 galaxies have no preferred orientation: the 8 dihedral views are equally real.
+                views = range(8) if tta else range(1)
+                probs = sum(self._softmax(dihedral_view(x, k)) for k in views) / len(views)
+                out.append(probs.cpu().numpy())
+        if not out:
+            return np.zeros((0, self.num_labels), np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _softmax(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        logits = self.model(pixel_values=pixel_values).logits
+        return logits.float().softmax(dim=-1)
+
+    def predict(
+        self, images: Any, *, top_k: int = 5, tta: bool = False, batch_size: int = 32
+    ) -> list[list[dict[str, Any]]]:
+        """Top-k labels per image, best first.
+
+        Args:
+            images: one image or a list of anything `load_image` takes; a single image still gets a list of one.
+            top_k: labels kept per image (at most the number of classes).
+            tta: average over the 8 D4 views.
+            batch_size: images per forward pass.
+
+        Returns:
+            One list per image of `{"label": str, "score": float}`, sorted by decreasing score.
+        """
+        if top_k < 1:
+            raise HfgalError(f"top_k must be at least 1, got {top_k}")
+        probs = self.predict_proba(images, tta=tta, batch_size=batch_size)
+        return [self._top_k(row, top_k) for row in probs]
+
+    __call__ = predict
+
+    def _top_k(self, row: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+        order = np.argsort(-row, kind="stable")[: min(top_k, len(row))]
+        return [{"label": self.id2label[int(i)], "score": float(row[i])} for i in order]
+
+
+def _as_list(images: Any) -> list[Any]:
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if isinstance(images, np.ndarray) and images.ndim == 4:  # a stacked (N, H, W, C) batch
+        return list(images)
+    return [images]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_classifier(
+    repo_id_or_dir: str | os.PathLike,
+    revision: str | None = None,
+    *,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> GalaxyClassifier:
+    """Load a fine-tuned image classifier and its preprocessing from a local folder or the Hugging Face Hub.
+
+    Weights are read from safetensors when the checkpoint has them; a pickle-only checkpoint
+    (`pytorch_model.bin`) is loaded only through `torch.load(weights_only=True)`, which refuses pickles that
+    would run code. Hub ids fail fast (one metadata request) when unknown or unreachable.
+
+    Args:
+        repo_id_or_dir: an hfgal run folder, any transformers/TimmWrapper image-classification folder, or a Hub id
+            such as `matthieulel/convnextv2-tiny-1k-224-finetuned-galaxy10-decals`.
+        revision: Hub branch, tag or commit (ignored for local folders).
+        device: `"cpu"`, `"cuda"`, `"cuda:1"`, `"mps"` or a `torch.device`; the best available when None.
+        trust_remote_code: allow custom modelling code from the repo (it runs on this machine).
+
+    Returns:
+        A `GalaxyClassifier` in eval mode.
+
+    Raises:
+        HfgalError: missing folder, unknown/unreachable id or revision, unsafe or missing weights, bad device.
+    """
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    source = os.fspath(repo_id_or_dir)
+    torch_device = _resolve_device(device)
+    if trust_remote_code:
+        logger.warning("trust_remote_code=True: code from %s will run on this machine", source)
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        if revision:
+            logger.warning("revision=%r ignored: %s is a local folder", revision, folder)
+            revision = None
+        use_safetensors = _local_weights(folder)
+        load_from = str(folder)
+    else:
+        _check_hub_id(source, revision)
+        use_safetensors = None  # safetensors first, `.bin` only if the repo has nothing else
+        load_from = source
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    where = f"{source!r}" + (f" (revision {revision!r})" if revision else "")
+    with _no_safetensors_conversion():
+        try:
+            config = AutoConfig.from_pretrained(load_from, **kwargs)
+            _drop_timm_num_classes(config)
+            model = AutoModelForImageClassification.from_pretrained(
+                load_from, config=config, use_safetensors=use_safetensors, weights_only=True, **kwargs
+            )
+        except HfgalError:
+            raise
+        except Exception as err:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, UnpicklingError
+            raise _load_error(where, err) from err
+    size, mean, std = _image_settings(load_from, model, kwargs)
+    model.eval().to(torch_device)
+    return GalaxyClassifier(model, _id2label(config), size, mean, std, torch_device, source)
+
+
+def _resolve_device(device: Any) -> torch.device:
+    import torch
+
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise HfgalError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from err
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HfgalError(f"device {device!r} asked for but no CUDA GPU is visible; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise HfgalError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    if resolved.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise HfgalError(f"device {device!r} asked for but MPS is not available; use --device cpu")
+    return resolved
+
+
+def _local_weights(folder: Path) -> bool:
+    """`use_safetensors` for a local folder: True when it has safetensors, False for a pickle-only one."""
+    if not (folder / "config.json").is_file():
+        raise HfgalError(f"{folder} has no config.json; pass a run folder or a saved transformers/timm model")
+    if any((folder / name).is_file() for name in _WEIGHT_FILES_SAFE):
+        return True
+    if any((folder / name).is_file() for name in _WEIGHT_FILES_PICKLE):
+        logger.warning("%s has only pickled weights; loading them with torch.load(weights_only=True)", folder)
+        return False
+    raise HfgalError(f"{folder} has no model.safetensors; pass a folder written by save_pretrained or a run folder")
+
+
+def _check_hub_id(source: str, revision: str | None) -> None:
+    """Fail in seconds, with a useful message, for ids that are not folders and cannot come from the Hub."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        raise HfgalError(f"{source}: no such model folder (and not a Hub repo id); check the path") from None
+    hint = "check the id, or pass a local folder holding config.json and model.safetensors"
+    if isinstance(try_to_load_from_cache(source, "config.json", revision=revision), str):
+        return  # in the local cache: from_pretrained revalidates online and falls back to it offline
+    if constants.is_offline_mode():
+        raise HfgalError(
+            f"{source!r} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE is set; "
+            "download it once online or pass a local folder"
+        )
+    try:
+        # The HEAD request the download would start with, but without retries: a wrong id or a missing network
+        # answers here in seconds instead of after the download's minute of backoff.
+        get_hf_file_metadata(hf_hub_url(source, "config.json", revision=revision), timeout=10)
+    except GatedRepoError:
+        raise HfgalError(f"{source!r} is gated; accept its terms on the Hub and log in (hf auth login)") from None
+    except RepositoryNotFoundError:
+        raise HfgalError(
+            f"model {source!r} not found on {constants.ENDPOINT} (or private: log in with hf auth login); {hint}"
+        ) from None
+    except RevisionNotFoundError:
+        raise HfgalError(f"revision {revision!r} not found in {source!r}; check --revision") from None
+    except RemoteEntryNotFoundError:
+        raise HfgalError(f"{source!r} has no config.json, so it is not a transformers or timm model repo") from None
+    except HfHubHTTPError as err:
+        raise HfgalError(f"the Hub refused {source!r} ({str(err).splitlines()[0]}); {hint}") from None
+    except Exception as err:  # noqa: BLE001 - connection errors come from the Hub client's HTTP library
+        raise HfgalError(
+            f"could not reach {constants.ENDPOINT} to fetch {source!r} ({type(err).__name__}: {err}); "
+            f"check the network, set HF_HUB_OFFLINE=1 to use the cache, or pass a local folder"
+        ) from None
+
+
+@contextlib.contextmanager
+def _no_safetensors_conversion() -> Iterator[None]:
+    # For pickle-only Hub repos transformers would otherwise ask the Hub's conversion Space (sending the token)
+    # to open a pull request: not something loading a model for inference should do.
+    previous = os.environ.get("DISABLE_SAFETENSORS_CONVERSION")
+    os.environ["DISABLE_SAFETENSORS_CONVERSION"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("DISABLE_SAFETENSORS_CONVERSION", None)
+        else:
+            os.environ["DISABLE_SAFETENSORS_CONVERSION"] = previous
+
+
+def _drop_timm_num_classes(config: Any) -> None:
+    # Folders written by timm's own save_for_hf keep num_classes in model_args, which TimmWrapper also passes:
+    # timm.create_model would get it twice. The label count in the config is the one that matters.
+    model_args = getattr(config, "model_args", None)
+    if getattr(config, "model_type", None) == "timm_wrapper" and isinstance(model_args, dict):
+        if "num_classes" in model_args:
+            config.model_args = {k: v for k, v in model_args.items() if k != "num_classes"} or None
+
+
+def _load_error(where: str, err: Exception) -> HfgalError:
+    text = str(err)
+    if type(err).__name__ == "UnpicklingError" or "Weights only load failed" in text:
+        return HfgalError(
+            f"refusing the pickled weights of {where}: they would run code when loaded "
+            "(torch.load weights_only=True); use a checkpoint with model.safetensors"
+        )
+    first = text.splitlines()[0] if text else type(err).__name__
+    return HfgalError(f"could not load the model {where}: {first}; pass a run folder or a Hub image-classifier id")
+
+
+def _image_settings(load_from: str, model: Any, kwargs: dict) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    from transformers import AutoImageProcessor
+
+    from .models import IMAGENET_MEAN, IMAGENET_STD, image_settings
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(load_from, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        timm_model = getattr(model, "timm_model", None)
+        if timm_model is not None:
+            # A TimmWrapper folder without pretrained_cfg: the architecture's own timm defaults apply.
+            from timm.data import resolve_data_config
+
+            cfg = resolve_data_config(model=timm_model)
+            return int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"])
+        size = getattr(model.config, "image_size", None)
+        if not isinstance(size, int):
+            raise HfgalError(
+                f"{load_from}: no usable preprocessor_config.json ({str(err).splitlines()[0]}); "
+                "save the image processor next to the model"
+            ) from err
+        logger.warning(
+            "%s has no preprocessor_config.json; using %dx%d and ImageNet statistics", load_from, size, size
+        )
+        return size, IMAGENET_MEAN, IMAGENET_STD
+    return image_settings(processor)
+
+
+def _id2label(config: Any) -> dict[int, str]:
+    num_labels = int(getattr(config, "num_labels", 0) or len(config.id2label))
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    if sorted(id2label) != list(range(num_labels)):
+        id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+    if num_labels == len(GZ10_CLASSES) and all(_GENERIC_LABEL.fullmatch(v) for v in id2label.values()):
+        logger.warning("the model has generic labels LABEL_0..9; reading them as the 10 GZ10 classes in order")
+        id2label = dict(enumerate(GZ10_CLASSES))
+    return id2label
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add `hfgal predict` to the `hfgal` command line."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify galaxy images (JPEG, PNG, TIFF, FITS) with a GZ10 model",
+        description="Classify galaxy images or folders of them with a fine-tuned model and write a CSV "
+        "(path, label, probability, top_k).",
+    )
+    parser.add_argument("--model", required=True, help="Hub repo id or local run folder")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips of each image")
+    parser.add_argument("--top-k", type=int, default=5, help="labels listed in the top_k column (default 5)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--output", "-o", help="CSV file to write (atomically); printed to stdout when omitted")
+    parser.add_argument("--revision", help="Hub branch, tag or commit of --model")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow custom modelling code from the model repo"
+    )
+    parser.set_defaults(func=predict_command)
+
+
+def predict_command(args: Any) -> int:
+    """Handler of `hfgal predict`: classify every image, write the CSV, exit 1 if any image was unreadable."""
+    from tqdm import tqdm
+
+    if args.top_k < 1:
+        raise HfgalError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise HfgalError(f"--batch-size must be at least 1, got {args.batch_size}")
+    files = collect_image_paths(args.paths)
+    classifier = load_classifier(
+        args.model, args.revision, device=args.device, trust_remote_code=args.trust_remote_code
+    )
+    top_k = min(args.top_k, classifier.num_labels)
+    rows: list[list[str]] = []
+    failed: list[tuple[Path, str]] = []
+    started = time.perf_counter()
+    with tqdm(total=len(files), unit="img", desc="hfgal predict", file=sys.stderr, disable=None) as bar:
+        for start in range(0, len(files), args.batch_size):
+            chunk, images = [], []
+            for path in files[start : start + args.batch_size]:
+                try:
+                    images.append(load_image(path))
+                    chunk.append(path)
+                except HfgalError as err:
+                    failed.append((path, str(err)))
+                    tqdm.write(f"hfgal: warning: skipping {err}", file=sys.stderr)
+            if images:
+                probs = classifier.predict_proba(images, tta=args.tta, batch_size=args.batch_size)
+                for path, row in zip(chunk, probs, strict=True):
+                    best = classifier._top_k(row, top_k)
+                    top = ";".join(f"{p['label']}:{p['score']:.4f}" for p in best)
+                    rows.append([str(path), best[0]["label"], f"{best[0]['score']:.6f}", top])
+            bar.update(len(files[start : start + args.batch_size]))
+    text = _csv_text(rows)
+    if args.output:
+        atomic_write_text(args.output, text)
+        logger.info("wrote %d predictions to %s", len(rows), args.output)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    elapsed = time.perf_counter() - started
+    print(
+        f"hfgal: classified {len(rows)} image(s) in {elapsed:.1f}s with {classifier.source}"
+        + (f" -> {args.output}" if args.output else ""),
+        file=sys.stderr,
+    )
+    if failed:
+        print(f"hfgal: {len(failed)} file(s) could not be read and were skipped:", file=sys.stderr)
+        for path, _ in failed:
+            print(f"  {path}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "probability", "top_k"])
+    writer.writerows(rows)
+    return buffer.getvalue()
