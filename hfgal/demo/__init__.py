@@ -1,0 +1,7 @@
+"""The Gradio demo (needs the `demo` extra: pip install 'hfgal[demo]'); gradio is imported only by `build_demo`."""
+
+from __future__ import annotations
+
+from .app import DEFAULT_TITLE, GalaxyDemo, build_demo
+
+__all__ = ["DEFAULT_TITLE", "GalaxyDemo", "build_demo"]
