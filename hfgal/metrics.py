@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import evaluate
 import numpy as np
 
 from .constants import GZ10_CLASSES, NUM_CLASSES
-from .utils import HfgalError
+from .utils import HfgalError, atomic_file
 
 _DESCRIPTION = """\
 Galaxy10 DECaLS classification metrics: accuracy with a 95 % bootstrap interval, balanced accuracy, macro F1,
@@ -277,18 +275,9 @@ def plot_confusion_matrix(
                 j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.5 else "black"
             )
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png")
+    return Path(path)
 
 
 def _square(confusion, class_names: Sequence[str]) -> np.ndarray:
