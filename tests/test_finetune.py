@@ -166,12 +166,16 @@ def test_resume_after_kill_finishes_with_same_steps(tmp_path, sample_dir, image_
     out = tmp_path / "resume"
     args = finetune_args(out, sample_dir, "convnextv2", max_steps=8, save_steps=2, eval_steps=2)
     env = {**os.environ, "HFGAL_CACHE": str(image_cache)}
-    proc = subprocess.Popen([sys.executable, str(FINETUNE), *args], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    log = tmp_path / "first.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, str(FINETUNE), *args], env=env, start_new_session=True,
+                                stdout=stderr, stderr=stderr)  # fmt: skip
     deadline = time.time() + 240
-    while time.time() < deadline and not (out / "checkpoint-2" / "trainer_state.json").exists():
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "checkpoint-2" / "trainer_state.json").exists():
+            break
         time.sleep(0.2)
-    assert (out / "checkpoint-2").exists(), "the run never reached its first checkpoint"
+    assert (out / "checkpoint-2").exists(), f"the run never reached its first checkpoint:\n{log.read_text()[-3000:]}"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "results.json").exists()
