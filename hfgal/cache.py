@@ -67,11 +67,17 @@ def uint8_cache(
     """
     import time
 
+    from .utils import require_writable_dir
+
     root = Path(cache_root) if cache_root else default_cache_root()
-    root.mkdir(parents=True, exist_ok=True)
     path = root / f"gz10-{ds._fingerprint}-{size[0]}x{size[1]}.npy"
-    if path.exists():
+    if path.exists():  # a read-only shared cache is fine once it holds the file
         return np.load(path, mmap_mode="r"), 0.0
+    require_writable_dir(
+        root,
+        "decoded image cache",
+        "set HFGAL_CACHE (or HF_HOME) to a writable folder, or pass --image_cache_dir",
+    )
     start = time.perf_counter()
     n = len(ds)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from . import __version__
-from .utils import run_cli
+from .utils import OneLineUsageErrors, run_cli
 
 # Each module exposes `register_cli(subparsers)` adding its sub-commands; handlers are `args.func(args)`.
 # Modules keep heavy imports inside their handlers so `hfgal --help` does not import torch.
@@ -21,8 +21,12 @@ _COMMAND_MODULES = (
 )
 
 
+class HfgalArgumentParser(OneLineUsageErrors, argparse.ArgumentParser):
+    """The `hfgal` parser; sub-command parsers inherit its class, so their usage errors are one line too."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = HfgalArgumentParser(
         prog="hfgal", description="Galaxy morphology classification (Galaxy10 DECaLS) on the Hugging Face stack."
     )
     parser.add_argument("--version", action="version", version=f"hfgal {__version__}")

@@ -6,9 +6,10 @@ hfgal never asks where the data came from.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from .constants import DEFAULT_SEPARATION_ARCSEC, GZ10_CLASSES, NUM_CLASSES
 from .split import SCHEMES, SPLITS, gz10_split, split_summary
-from .utils import HfgalError, atomic_output_dir, atomic_write_json, output_lock
+from .utils import HfgalError, atomic_output_dir, atomic_write_json, output_lock, require_writable_dir
 
 if TYPE_CHECKING:
     from datasets import DatasetDict, Features
@@ -100,6 +101,12 @@ def build_gz10(
 
     labels = np.asarray(labels, dtype=np.int64)
     _check_labels(labels, source or "dataset")
+    if cache_dir is None:
+        from datasets import config
+
+        require_writable_dir(
+            config.HF_DATASETS_CACHE, "datasets cache", "set HF_DATASETS_CACHE (or HF_HOME) to a writable folder"
+        )
     n = len(labels)
     columns = {
         "label": labels,
@@ -232,7 +239,7 @@ def gz10_from_h5(
 # --------------------------------------------------------------------------- other sources
 
 
-def _imagefolder(folder: Path, *, seed: int, split_scheme: str) -> DatasetDict:
+def _imagefolder(folder: Path, *, seed: int, split_scheme: str, cache_dir: str | None = None) -> DatasetDict:
     """An image folder with `metadata.csv` (file_name,label[,class_name][,ra,dec,...]) like gz10-sample."""
     import csv
 
@@ -268,6 +275,7 @@ def _imagefolder(folder: Path, *, seed: int, split_scheme: str) -> DatasetDict:
         seed=seed,
         split_scheme=split_scheme,
         source=str(folder),
+        cache_dir=cache_dir,
         fingerprint=f"{folder.absolute()}:" + ":".join(f"{p.name}@{p.stat().st_mtime_ns}" for p in files),
     )
 
@@ -376,7 +384,7 @@ def load_gz10(
 
             return conform_gz10(load_from_disk(str(path)), seed=seed, source=source)
         if path.is_dir() and (path / "metadata.csv").is_file():
-            return _imagefolder(path, seed=seed, split_scheme=split_scheme)
+            return _imagefolder(path, seed=seed, split_scheme=split_scheme, cache_dir=cache_dir)
         if path.is_file():
             return gz10_from_h5(path, seed=seed, split_scheme=split_scheme, cache_dir=cache_dir)
         raise HfgalError(
@@ -479,17 +487,40 @@ def _build_cmd(args) -> int:
         raise HfgalError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
     if args.h5 is None and args.source is None:
         raise HfgalError("nothing to build from; pass --h5 PATH (or --source SOURCE)")
-    with output_lock(out, what="hfgal data build"):
-        return _build(args, out)
+    with output_lock(out, what="hfgal data build"), _staging_cache(out) as cache_dir:
+        return _build(args, out, cache_dir)
 
 
-def _build(args, out: Path) -> int:
+@contextlib.contextmanager
+def _staging_cache(out: Path) -> Iterator[str]:
+    """A datasets cache beside `out`, deleted afterwards: a conversion writes nowhere but next to its output.
+
+    Named like `atomic_output_dir`'s staging folders, so the leftovers of a killed build are swept by the next one.
+    """
+    import tempfile
+
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp-{os.getpid()}-cache-", dir=out.parent) as tmp:
+        yield tmp
+
+
+def _build(args, out: Path, cache_dir: str) -> int:
     if args.h5 is not None:
         dsd = gz10_from_h5(
-            args.h5, seed=args.seed, split_scheme=args.split_scheme, separation_arcsec=args.separation_arcsec
+            args.h5,
+            seed=args.seed,
+            split_scheme=args.split_scheme,
+            separation_arcsec=args.separation_arcsec,
+            cache_dir=cache_dir,
         )
     else:
-        dsd = load_gz10(args.source, seed=args.seed, split_scheme=args.split_scheme)
+        # A Hub dataset is downloaded into the usual datasets cache (reused by later builds); local sources and
+        # synthetic galaxies are converted in the staging cache.
+        is_hub = not (args.source.startswith("synthetic") or Path(args.source).expanduser().exists())
+        dsd = load_gz10(
+            args.source, seed=args.seed, split_scheme=args.split_scheme, cache_dir=None if is_hub else cache_dir
+        )
     save_gz10(dsd, out, repo_id=args.push_to, overwrite=args.overwrite)
     counts = {s: len(dsd[s]) for s in SPLITS}
     print(f"wrote {out} ({', '.join(f'{s}: {n}' for s, n in counts.items())})")
@@ -506,8 +537,14 @@ def _synthetic_cmd(args) -> int:
         raise HfgalError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
     if args.n < 100:
         raise HfgalError(f"--n {args.n} is too small to split into train/validation/test; use at least 100")
-    with output_lock(out, what="hfgal data synthetic"):
-        dsd = gz10_synthetic(n=args.n, seed=args.seed, proportions=args.proportions, split_scheme=args.split_scheme)
+    with output_lock(out, what="hfgal data synthetic"), _staging_cache(out) as cache_dir:
+        dsd = gz10_synthetic(
+            n=args.n,
+            seed=args.seed,
+            proportions=args.proportions,
+            split_scheme=args.split_scheme,
+            cache_dir=cache_dir,
+        )
         save_gz10(dsd, out, overwrite=args.overwrite)
     print(f"wrote {out} ({', '.join(f'{s}: {len(dsd[s])}' for s in SPLITS)})")
     return 0

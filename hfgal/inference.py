@@ -358,6 +358,11 @@ def _load_error(where: str, err: Exception) -> HfgalError:
             f"refusing the pickled weights of {where}: they would run code when loaded "
             "(torch.load weights_only=True); use a checkpoint with model.safetensors"
         )
+    if "contains custom code" in text:
+        return HfgalError(
+            f"{where} needs its own modelling code (auto_map in config.json), which never runs by default; read it, "
+            "then pass trust_remote_code=True (hfgal predict --trust-remote-code) to run it"
+        )
     first = text.splitlines()[0] if text else type(err).__name__
     return HfgalError(f"could not load the model {where}: {first}; pass a run folder or a Hub image-classifier id")
 

@@ -180,6 +180,11 @@ def load_model(
                 name_or_path, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only
             )
         except (OSError, ValueError) as err:
+            if "contains custom code" in str(err):
+                raise HfgalError(
+                    f"{name_or_path!r} needs its own modelling code (auto_map in config.json), which never runs by "
+                    "default; read it, then pass --trust_remote_code true to run it"
+                ) from None
             reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
             raise HfgalError(
                 f"could not load model {name_or_path!r} ({reason}); offline, pass a local folder with config.json, "

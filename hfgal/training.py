@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
-from .augment import normalize, random_affine, random_dihedral
+from .augment import normalize, random_affine, random_dihedral, random_dihedral_affine
 from .constants import DEFAULT_DATASET
-from .utils import HfgalError
+from .utils import HfgalError, OneLineUsageErrors
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,10 @@ class GZ10TrainingArguments(TrainingArguments):
 ARG_CLASSES = (ModelArguments, DataArguments, GZ10TrainingArguments)
 
 
+class RecipeArgumentParser(OneLineUsageErrors, HfArgumentParser):
+    """HfArgumentParser whose usage errors are one line instead of the usage of every Trainer flag."""
+
+
 def _read_yaml(path: str) -> dict[str, Any]:
     import yaml
 
@@ -134,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
         HfgalError: unknown YAML keys or command-line flags, malformed values.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(ARG_CLASSES)
+    parser = RecipeArgumentParser(ARG_CLASSES)
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -155,11 +159,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
             }
         )
     try:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
+            args=argv, return_remaining_strings=True
+        )
     except ValueError as err:
         raise HfgalError(str(err).splitlines()[0]) from None
+    if unknown:
+        raise HfgalError(f"unknown argument(s) {' '.join(unknown)}; see --help for the valid flags")
     if model_args.init not in ("pretrained", "scratch"):
         raise HfgalError(f"--init {model_args.init!r} is not valid; use pretrained or scratch")
+    if training_args.hub_token:
+        # The Trainer pickles its arguments into training_args.bin of the run and of every checkpoint.
+        raise HfgalError(
+            "--hub_token would be saved in every checkpoint (training_args.bin); set HF_TOKEN or run "
+            "`hf auth login` instead"
+        )
     return model_args, data_args, training_args
 
 
@@ -300,11 +314,15 @@ class GZ10Trainer(Trainer):
 
     def _pixels(self, inputs: dict[str, torch.Tensor], train: bool) -> torch.Tensor:
         x = inputs["pixel_values"]  # (B, 3, H, W) uint8 on device
-        if train and self.d4_augment:
-            x = random_dihedral(x)
-        x = normalize(x, self.mean, self.std)
-        if train and self.affine_augment:
-            x = random_affine(x)
+        if train and self.d4_augment and self.affine_augment:
+            # The D4 view folds into the affine sampling grid: one resampling pass instead of a permutation + one.
+            x = random_dihedral_affine(normalize(x, self.mean, self.std))
+        else:
+            if train and self.d4_augment:
+                x = random_dihedral(x)
+            x = normalize(x, self.mean, self.std)
+            if train and self.affine_augment:
+                x = random_affine(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -333,6 +351,28 @@ class GZ10Trainer(Trainer):
         if prediction_loss_only:
             return loss, None, None
         return loss, probs.log(), labels
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        import pickle
+
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        except pickle.UnpicklingError as err:
+            # The Trainer reads optimizer/scheduler/RNG states with torch.load(weights_only=True): a pickle that
+            # would run code is refused there. Say which checkpoint, not a torch traceback.
+            where = resume_from_checkpoint or f"a checkpoint in {self.args.output_dir}"
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise HfgalError(
+                f"checkpoint {where} holds a pickle that torch.load(weights_only=True) refuses ({reason}); "
+                "delete it or pass --overwrite_output_dir true to start over"
+            ) from None
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # transformers steps once before it checks max_steps, so a run resumed from the checkpoint saved at
+        # max_steps (killed during its final evaluation) would train one step too many. No batch, no step.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            return [], None
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
 
     def create_optimizer(self, model=None):
         if self.layer_decay is None or self.optimizer is not None:
@@ -375,8 +415,9 @@ def _checkpoint_step(path: Path) -> int:
 def resolve_resume(output_dir: str, resume: str | None, overwrite: bool) -> str | None:
     """The checkpoint to resume from: `true`/`latest` (or an interrupted run folder) -> its last complete one.
 
-    A checkpoint killed while it was being saved lacks `trainer_state.json` (written last) and is skipped with a
-    warning; one that looks complete but whose weights do not load is an error naming it and `--overwrite_output_dir`.
+    A checkpoint killed while it was being saved lacks a readable `trainer_state.json` (written last) and is
+    skipped (and removed) with a warning; one that looks complete but whose weights do not load is an error naming
+    it and `--overwrite_output_dir`.
     """
     import shutil
 
@@ -393,7 +434,7 @@ def resolve_resume(output_dir: str, resume: str | None, overwrite: bool) -> str 
         return resume
     checkpoints = sorted(out.glob("checkpoint-*"), key=_checkpoint_step) if out.is_dir() else []
     for ckpt in reversed(checkpoints):
-        if not (ckpt / "trainer_state.json").is_file():
+        if not _state_readable(ckpt):
             logger.warning("skipping %s: it was not completely saved (the run was interrupted while saving)", ckpt)
             shutil.rmtree(ckpt, ignore_errors=True)
             continue
@@ -401,6 +442,15 @@ def resolve_resume(output_dir: str, resume: str | None, overwrite: bool) -> str 
         logger.warning("resuming from %s", ckpt)
         return str(ckpt)
     return None
+
+
+def _state_readable(ckpt: Path) -> bool:
+    # An empty or cut trainer_state.json means the kill came while the Trainer was writing it: an unfinished save.
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _check_checkpoint(ckpt: Path) -> None:

@@ -43,6 +43,19 @@ def run_cli(main: Callable[[], Any], argv: list[str] | None = None, prog: str = 
         sys.exit(result)
 
 
+class OneLineUsageErrors:
+    """Mixin for `argparse.ArgumentParser` subclasses: a usage error is one line, like every other hfgal error.
+
+    argparse prints the whole usage (hundreds of lines for the Trainer's flags) before its message; hfgal prints
+    `<tool>: error: <message>; see `<prog> --help`` and exits 2, argparse's usage-error code.
+    """
+
+    def error(self, message: str):
+        tool = self.prog.split()[0]
+        print(f"{tool}: error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        sys.exit(2)
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 
@@ -146,6 +159,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def require_writable_dir(path: str | os.PathLike, what: str, hint: str) -> Path:
+    """Create `path` if needed and check that files can be made in it.
+
+    Caches default to folders under the home directory; on a read-only home (containers, clusters) the user must
+    learn which variable moves them, not read a PermissionError about `~/.cache`.
+
+    Args:
+        path: the folder.
+        what: what goes there, for the message (e.g. "decoded image cache").
+        hint: what to do instead, naming the environment variable or flag that moves it.
+
+    Returns:
+        `path` as a `Path`.
+
+    Raises:
+        HfgalError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".hfgal-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise HfgalError(f"cannot write the {what} in {path} ({err.strerror or err}); {hint}") from None
+    return path
+
+
 # --------------------------------------------------------------------------- locks
 
 
@@ -160,23 +201,18 @@ def output_lock(folder: str | os.PathLike, what: str = "hfgal") -> Iterator[Path
     lock = folder.with_name(folder.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
+        if _create_lock(lock):
+            break
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if _pid_alive(pid) and pid != os.getpid():
-                raise HfgalError(
-                    f"{folder} is in use by another {what} (pid {pid}, lock {lock}); wait for it to finish"
-                ) from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
+            pid = int(lock.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if _pid_alive(pid) and pid != os.getpid():
+            raise HfgalError(
+                f"{folder} is in use by another {what} (pid {pid}, lock {lock}); wait for it to finish"
+            ) from None
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
     else:
         raise HfgalError(f"could not take the lock {lock}; remove it if no {what} is running")
     try:
@@ -184,6 +220,34 @@ def output_lock(folder: str | os.PathLike, what: str = "hfgal") -> Iterator[Path
     finally:
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
+
+
+def _create_lock(lock: Path) -> bool:
+    """Create `lock` holding this process's pid, atomically; False if it exists already.
+
+    The pid is written first and the file linked into place, so no other process ever reads an empty lock (which
+    it would take for one left by a dead process, and steal).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.", suffix=".tmp", dir=lock.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, lock)
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: exclusive create, then the pid
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------- templates

@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
             raise HfgalError("--push_to_hub needs --hub_model_id USER/NAME")
         validate_repo_id(push_repo)
         require_token()  # fail now, not after hours of training
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise HfgalError(
+                "--push_to_hub needs the Hub but HF_HUB_OFFLINE is set; unset it, or push later with hfgal push"
+            )
         training_args.push_to_hub = False  # one commit at the end instead of the Trainer's commit per save
     if (out / "results.json").is_file() and not training_args.overwrite_output_dir:
         print(f"{out} already holds a finished run (results.json); pass --overwrite_output_dir true to train again")

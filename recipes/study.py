@@ -15,11 +15,15 @@ import argparse
 from pathlib import Path
 
 from hfgal.study import DEFAULT_LAUNCHER, run_study
-from hfgal.utils import run_cli
+from hfgal.utils import OneLineUsageErrors, run_cli
+
+
+class StudyArgumentParser(OneLineUsageErrors, argparse.ArgumentParser):
+    """Usage errors in one line (`study.py: error: ...`), like the errors of the study itself."""
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StudyArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="study YAML (recipes/study/*.yaml)")
     parser.add_argument("--output-dir", default=None, help="study folder (default: studies/<study name>)")
     parser.add_argument("--dry-run", action="store_true", help="print every run and its exact command, run nothing")

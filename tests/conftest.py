@@ -155,3 +155,9 @@ def trained_run(tmp_path_factory, sample_dir, image_cache) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny-convnextv2"
     assert run_finetune_main(finetune_args(out, sample_dir, "convnextv2", max_steps=4)) == 0
     return out
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment of a child process that imports hfgal from this checkout, whatever is pip-installed."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}

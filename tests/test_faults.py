@@ -1,0 +1,417 @@
+"""Fault injection with real processes and real SIGKILLs: interrupted runs resume, nothing is left half-written.
+
+Every fine-tuning run here is `recipes/finetune.py` in its own process group, killed with SIGKILL at a chosen
+moment (found by polling the run folder), then relaunched with `--resume_from_checkpoint true`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FINETUNE, REPO_ROOT, finetune_args
+from hfgal import GZ10_CLASSES
+
+MAX_STEPS = 6  # checkpoints at steps 2, 4 and 6
+
+
+def _env(image_cache: Path, **extra: str) -> dict[str, str]:
+    # PYTHONPATH: the subprocess must import this checkout, whatever `pip install -e` points at.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HFGAL_CACHE": str(image_cache), "OMP_NUM_THREADS": "1"}
+    env.pop("HFGAL_DEBUG", None)
+    return {**env, **extra}
+
+
+def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as f:
+        # Its own session: the SIGKILL goes to the whole group, as a scheduler's kill or an OOM kill of a job would.
+        return subprocess.Popen(argv, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, timeout: float = 300) -> None:
+    """SIGKILL `proc`'s process group as soon as `ready()` holds (polled every ~0.2 ms)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if ready():
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return
+            if proc.poll() is not None:
+                break
+            time.sleep(0.0002)
+        pytest.fail(f"the moment to kill never came (exit {proc.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _resume(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(FINETUNE), *args, "--resume_from_checkpoint", "true"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def _state_readable(ckpt: Path) -> bool:
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _assert_complete(out: Path, n_test: int = 10) -> dict:
+    """A finished run folder: configured steps, complete results, the selected checkpoint's weights saved."""
+    import torch
+    from safetensors.torch import load_file
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is True and results["global_step"] == MAX_STEPS
+    assert results["training"]["max_steps"] == MAX_STEPS
+    for split in ("validation", "test"):
+        assert set(results[split]["per_class"]) == set(GZ10_CLASSES)
+    assert np.asarray(results["test"]["confusion_matrix"]).sum() == n_test
+    assert (out / "confusion_matrix.png").stat().st_size > 1000 and (out / "README.md").is_file()
+    best = out / results["best_checkpoint"]
+    saved, selected = load_file(out / "model.safetensors"), load_file(best / "model.safetensors")
+    assert saved.keys() == selected.keys() and all(torch.equal(saved[k], selected[k]) for k in saved)
+    return results
+
+
+@pytest.fixture()
+def run_args(tmp_path, sample_dir) -> tuple[Path, list[str]]:
+    out = tmp_path / "run"
+    return out, finetune_args(out, sample_dir, "convnextv2", max_steps=MAX_STEPS, save_steps=2, eval_steps=2)
+
+
+# --------------------------------------------------------------------------- fine-tuning killed, then resumed
+
+
+@pytest.mark.slow
+def test_kill_before_first_checkpoint_then_resume(run_args, tmp_path, image_cache):
+    out, args = run_args
+    env, log = _env(image_cache), tmp_path / "killed.log"
+    # config.yaml is written just before trainer.train(): the model and data are ready, no step saved yet.
+    _kill_when(_start([sys.executable, str(FINETUNE), *args], env, log), (out / "config.yaml").exists, log)
+    assert not list(out.glob("checkpoint-*")) and not (out / "results.json").exists()
+
+    done = _resume(args, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" not in done.stderr  # nothing to resume: a fresh start
+    _assert_complete(out)
+
+
+@pytest.mark.slow
+def test_kill_during_checkpoint_save_then_resume(run_args, tmp_path, image_cache):
+    """Killed while checkpoint-4 is being written (its weights exist, trainer_state.json, written last, does not).
+
+    The save of a tiny model takes ~10-20 ms and the folder is polled every ~0.2 ms, so the kill almost always
+    lands inside it. When it does not (a loaded machine), the state such a kill leaves is made by hand: no
+    trainer_state.json and a cut optimizer.pt. The test prints which of the two it checked.
+    """
+    out, args = run_args
+    env, log = _env(image_cache), tmp_path / "killed.log"
+    saving = out / "checkpoint-4"
+    _kill_when(
+        _start([sys.executable, str(FINETUNE), *args], env, log),
+        lambda: (saving / "model.safetensors").exists() and not (saving / "trainer_state.json").exists(),
+        log,
+    )
+    if _state_readable(saving):
+        print("kill landed after the save: simulating the state a kill during the save leaves")
+        (saving / "trainer_state.json").unlink()
+        optimizer = saving / "optimizer.pt"
+        if optimizer.exists():
+            optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    else:
+        print(f"kill landed during the save of {saving.name}: {sorted(p.name for p in saving.iterdir())}")
+    assert _state_readable(out / "checkpoint-2") and not (out / "results.json").exists()
+
+    done = _resume(args, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"skipping {saving}" in done.stderr and f"resuming from {out / 'checkpoint-2'}" in done.stderr
+    _assert_complete(out)
+    assert all(_state_readable(c) for c in out.glob("checkpoint-*"))  # the resumed run's saves are whole
+
+
+@pytest.mark.slow
+def test_kill_during_final_evaluation_then_resume(run_args, tmp_path, image_cache):
+    """Killed after the last checkpoint, while the best model is evaluated and saved (before results.json)."""
+    out, args = run_args
+    env, log = _env(image_cache), tmp_path / "killed.log"
+    last = out / f"checkpoint-{MAX_STEPS}"
+    _kill_when(_start([sys.executable, str(FINETUNE), *args], env, log), lambda: _state_readable(last), log)
+    assert not (out / "results.json").exists(), "the run finished before it could be killed"
+
+    done = _resume(args, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming from {last}" in done.stderr
+    # transformers alone would train one step past max_steps here (it steps before checking the limit).
+    _assert_complete(out)
+
+
+# --------------------------------------------------------------------------- broken checkpoints at resume time
+
+
+def _interrupted_copy(trained_run: Path, dest: Path) -> Path:
+    """A copy of a finished run folder as a kill during final evaluation leaves it (no results.json)."""
+    out = Path(shutil.copytree(trained_run, dest))
+    (out / "results.json").unlink()
+    return out
+
+
+def _trained_args(out: Path, sample_dir: Path) -> list[str]:
+    return finetune_args(out, sample_dir, "convnextv2", max_steps=4)  # the trained_run fixture's command
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("finetune.py: error: "), proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_corrupted_checkpoint_names_it_and_the_flag_that_starts_over(trained_run, tmp_path, sample_dir, image_cache):
+    out = _interrupted_copy(trained_run, tmp_path / "run")
+    weights = out / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut, trainer_state.json intact
+    args = _trained_args(out, sample_dir)
+    env = _env(image_cache)
+
+    line = _one_error_line(_resume(args, env))
+    assert str(out / "checkpoint-4") in line and "--overwrite_output_dir true" in line
+    assert not (out / "results.json").exists()
+
+    # The flag the message names does start over.
+    again = subprocess.run(
+        [sys.executable, str(FINETUNE), *args, "--overwrite_output_dir", "true"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] and results["global_step"] == 4
+
+
+class _Payload:
+    """Unpickling this would run a shell command: the trap a malicious checkpoint sets."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_in_a_resume_checkpoint_is_refused(trained_run, tmp_path, sample_dir, image_cache):
+    """The Trainer reads optimizer.pt with torch.load(weights_only=True): a code-running pickle never runs."""
+    import torch
+
+    out = _interrupted_copy(trained_run, tmp_path / "run")
+    marker = tmp_path / "pwned"
+    torch.save({"state": _Payload(marker), "param_groups": []}, out / "checkpoint-4" / "optimizer.pt")
+
+    line = _one_error_line(_resume(_trained_args(out, sample_dir), _env(image_cache)))
+    assert "checkpoint-4" in line and "weights_only=True" in line and "--overwrite_output_dir true" in line
+    assert not marker.exists()
+    assert not (out / "results.json").exists()
+
+
+# --------------------------------------------------------------------------- hfgal data build killed
+
+
+def test_data_build_killed_leaves_no_output_and_rerun_succeeds(tmp_path, sample_dir):
+    out = tmp_path / "gz10"
+    argv = [sys.executable, "-m", "hfgal.cli", "data", "build", "--source", str(sample_dir), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    log = tmp_path / "killed.log"
+
+    def writing() -> bool:
+        # The staging folder (not its datasets cache) holds a split being written: the save is under way.
+        return any(p.is_dir() and "-cache-" not in p.name and any(p.iterdir()) for p in tmp_path.glob(".gz10.tmp-*"))
+
+    _kill_when(_start(argv, env, log), writing, log)
+    assert not out.exists()
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"killed.log"}
+    assert leftovers and all(n.startswith(".gz10.tmp-") or n == "gz10.lock" for n in leftovers), leftovers
+
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from datasets import load_from_disk
+
+    dsd = load_from_disk(str(out))
+    assert {s: len(dsd[s]) for s in dsd} == {"train": 101, "validation": 10, "test": 10}
+    assert json.loads((out / "split_info.json").read_text()) and (out / "README.md").is_file()
+    # The killed build's staging folders and stale lock are gone; nothing but the output remains.
+    assert {p.name for p in tmp_path.iterdir()} == {"killed.log", "gz10"}
+
+
+# --------------------------------------------------------------------------- every result file written atomically
+
+# Writes that do not go through hfgal.utils' atomic helpers, each with the reason it is safe.
+PLAIN_WRITES_ALLOWED = {
+    ("hfgal/cache.py", "uint8_cache"): "a memmap filled in a temporary file, renamed when complete",
+    ("hfgal/utils.py", "_create_lock"): "the lock file: its pid written first, then linked into place",
+    ("hfgal/data.py", "save_gz10"): "inside atomic_output_dir's staging folder, renamed whole",
+    ("hfgal/report.py", "_write_report"): "inside atomic_output_dir's staging folder, renamed whole",
+    ("hfgal/report.py", "plot_accuracy_vs"): "called with paths in the report's staging folder",
+    ("hfgal/report.py", "stage_study"): "a temporary push staging folder, deleted after the upload",
+    ("hfgal/space.py", "_examples_from_dataset"): "inside build_space's staging folder, renamed whole",
+    ("hfgal/study.py", "_launch"): "the run's append-only log, not a result",
+    ("hfgal/metrics.py", "plot_confusion_matrix"): "savefig into utils.atomic_file",
+    ("recipes/montage.py", "main"): "savefig into a temporary file renamed at the end",
+}
+WRITE_METHODS = {"write_text", "write_bytes", "savefig", "save", "to_csv", "tofile"}
+
+
+def _plain_writes(path: Path) -> list[tuple[str, int, str]]:
+    """(enclosing function, line, call) of every call in `path` that writes a file without an atomic helper."""
+
+    def constant(node: ast.AST | None) -> str:
+        return str(node.value) if isinstance(node, ast.Constant) else ""
+
+    def writes(call: ast.Call) -> bool:
+        f, args = call.func, call.args
+        keyword_mode = next((k.value for k in call.keywords if k.arg == "mode"), None)
+        if isinstance(f, ast.Name) and f.id == "open" or isinstance(f, ast.Attribute) and f.attr == "fdopen":
+            mode = keyword_mode or (args[1] if len(args) > 1 else None)
+        elif isinstance(f, ast.Attribute) and f.attr in ("open", "open_memmap") and ast.unparse(f.value) != "os":
+            mode = keyword_mode or (args[0] if args and f.attr == "open" else None)  # Path.open(mode)
+        elif isinstance(f, ast.Attribute) and f.attr in ("dump", "safe_dump"):
+            return len(args) > 1  # json.dump(obj, file); yaml.safe_dump(obj) alone returns a string
+        else:
+            return isinstance(f, ast.Attribute) and f.attr in WRITE_METHODS
+        return any(c in constant(mode) for c in "wax+")
+
+    found = []
+
+    def visit(node: ast.AST, func: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else func
+            if isinstance(child, ast.Call) and writes(child):
+                found.append((name, child.lineno, ast.unparse(child)[:80]))
+            visit(child, name)
+
+    visit(ast.parse(path.read_text()), "<module>")
+    return found
+
+
+def test_result_files_are_written_atomically():
+    """No result, card, table or config is written in place: every plain write is in the reviewed list above."""
+    probe = REPO_ROOT / "tests" / "test_faults.py"  # the scanner sees this module's own plain writes
+    assert {f for f, _, _ in _plain_writes(probe)} >= {"_start", "test_kill_during_checkpoint_save_then_resume"}
+    unexpected = []
+    for path in sorted([*(REPO_ROOT / "hfgal").rglob("*.py"), *(REPO_ROOT / "recipes").glob("*.py")]):
+        rel = path.relative_to(REPO_ROOT).as_posix()
+        for func, line, call in _plain_writes(path):
+            if (rel, func) not in PLAIN_WRITES_ALLOWED:
+                unexpected.append(f"{rel}:{line} in {func}: {call}")
+    assert not unexpected, "write these through hfgal.utils.atomic_*:\n" + "\n".join(unexpected)
+
+
+# --------------------------------------------------------------------------- two writers, one folder
+
+
+def _wait_for(ready: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"never ready (exit {proc.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.001)
+
+
+def _refused_while_paused(first: subprocess.Popen, second: list[str], env: dict, watched: Path) -> str:
+    """Pause `first` (holding its lock), run `second` to completion, resume `first`; the second's stderr."""
+    os.killpg(first.pid, signal.SIGSTOP)  # deterministic: the first holds the lock for as long as the second runs
+    try:
+        before = sorted((p.relative_to(watched).as_posix(), p.stat().st_mtime_ns) for p in watched.rglob("*"))
+        proc = subprocess.run(second, capture_output=True, text=True, env=env, timeout=300)
+        after = sorted((p.relative_to(watched).as_posix(), p.stat().st_mtime_ns) for p in watched.rglob("*"))
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]
+    assert after == before  # the refused one touched nothing
+    return proc.stderr.strip()
+
+
+def test_two_data_builds_on_one_folder(tmp_path, sample_dir):
+    out = tmp_path / "gz10"
+    argv = [sys.executable, "-m", "hfgal.cli", "data", "build", "--source", str(sample_dir), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    log = tmp_path / "first.log"
+    first = _start(argv, env, log)
+    lock = tmp_path / "gz10.lock"
+    try:
+        _wait_for(lock.exists, first, log)
+        message = _refused_while_paused(first, argv, env, tmp_path)
+        assert message.startswith("hfgal: error: ") and "in use by another hfgal data build" in message
+        assert f"pid {first.pid}" in message and str(lock) in message
+        assert first.wait(timeout=300) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    from datasets import load_from_disk
+
+    assert {s: len(d) for s, d in load_from_disk(str(out)).items()} == {"train": 101, "validation": 10, "test": 10}
+    assert {p.name for p in tmp_path.iterdir()} == {"first.log", "gz10"}  # lock released, staging gone
+
+
+@pytest.mark.slow
+def test_two_study_runners_on_one_folder(tmp_path, sample_dir, image_cache):
+    import yaml
+
+    model, overrides, size = "convnextv2-nano", {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64]}, "32"
+    study = {
+        "name": "lock",
+        "dataset": str(sample_dir),
+        "seeds": [0],
+        "defaults": {
+            "image_size": size, "max_steps": 2, "per_device_train_batch_size": 16, "eval_strategy": "steps",
+            "eval_steps": 2, "save_strategy": "steps", "save_steps": 2, "use_cpu": True, "dataloader_num_workers": 0,
+        },
+        "runs": [{"name": "convnextv2-nano", "table": 1, "model": model, "init": "scratch",
+                  "model_config_overrides": overrides}],
+    }  # fmt: skip
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(study))
+    out = tmp_path / "studies" / "lock"
+    argv = [sys.executable, str(REPO_ROOT / "recipes" / "study.py"), "--config", str(config), "--output-dir", str(out)]
+    argv += ["--launcher", sys.executable]
+    env = _env(image_cache, HF_HUB_OFFLINE="1")
+    log = tmp_path / "first.log"
+    first = _start(argv, env, log)
+    lock = out.with_name("lock.lock")
+    try:
+        _wait_for(lambda: lock.exists() and (out / "study.yaml").exists(), first, log)
+        message = _refused_while_paused(first, argv, env, out)
+        assert message.startswith("study.py: error: ") and "in use by another study runner" in message
+        assert f"pid {first.pid}" in message and str(lock) in message
+        assert first.wait(timeout=600) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    results = json.loads((out / "runs" / "convnextv2-nano__seed0" / "results.json").read_text())
+    assert results["complete"] and results["global_step"] == 2
+    assert (out / "report" / "report.md").is_file() and not lock.exists()
