@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         training_args.push_to_hub = False  # one commit at the end instead of the Trainer's commit per save
     if (out / "results.json").is_file() and not training_args.overwrite_output_dir:
+        if not (out / "README.md").is_file():  # killed between results.json and its card
+            from hfgal.cards import write_model_card
+
+            write_model_card(out, repo_id=push_repo)
         print(f"{out} already holds a finished run (results.json); pass --overwrite_output_dir true to train again")
         return 0
     image_size = parse_image_size(model_args.image_size, data_args.tta, data_args.d4_augment)
