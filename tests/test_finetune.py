@@ -213,3 +213,12 @@ def test_accelerate_configs_load():
     for path in configs:
         config = load_config_from_file(str(path))
         assert config.num_processes >= 1 and config.num_machines >= 1
+
+
+def test_rerun_of_finished_run_is_a_no_op_that_restores_its_card(trained_run, sample_dir):
+    before = (trained_run / "results.json").stat().st_mtime_ns
+    card = (trained_run / "README.md").read_text()
+    (trained_run / "README.md").unlink()  # as if killed between results.json and the card
+    assert run_finetune_main(finetune_args(trained_run, sample_dir, "convnextv2", max_steps=4)) == 0
+    assert (trained_run / "results.json").stat().st_mtime_ns == before
+    assert (trained_run / "README.md").read_text() == card
