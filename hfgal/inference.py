@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from .constants import GZ10_CLASSES
 from .imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, collect_image_paths, fits_to_rgb, load_image
@@ -98,17 +97,14 @@ class GalaxyClassifier:
         import torch
 
         from .augment import normalize
+        from .cache import resize_rgb
 
         size = (self.image_size, self.image_size)
-        pixels = []
-        for image in _as_list(images):
-            rgb = load_image(image)
-            if rgb.size != size:
-                rgb = rgb.resize(size, Image.Resampling.BILINEAR)
-            pixels.append(np.asarray(rgb, dtype=np.uint8))
+        # The same resize as the training cache, so served pixels match the pixels the model was trained on.
+        pixels = [resize_rgb(load_image(image), size) for image in _as_list(images)]
         if not pixels:
             return torch.empty((0, 3, *size), device=self.device)
-        batch = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).to(self.device)  # (B, 3, S, S) uint8
+        batch = torch.from_numpy(np.stack(pixels)).to(self.device)  # (B, 3, S, S) uint8
         return normalize(batch, self.mean, self.std)
 
     def predict_proba(self, images: Any, *, tta: bool = False, batch_size: int = 32) -> np.ndarray:
@@ -228,10 +224,12 @@ def load_classifier(
         load_from = source
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
     where = f"{source!r}" + (f" (revision {revision!r})" if revision else "")
+    from .models import strip_timm_num_classes
+
     with _no_safetensors_conversion():
         try:
             config = AutoConfig.from_pretrained(load_from, **kwargs)
-            _drop_timm_num_classes(config)
+            strip_timm_num_classes(config)
             model = AutoModelForImageClassification.from_pretrained(
                 load_from, config=config, use_safetensors=use_safetensors, weights_only=True, **kwargs
             )
@@ -340,15 +338,6 @@ def _no_safetensors_conversion() -> Iterator[None]:
             os.environ.pop("DISABLE_SAFETENSORS_CONVERSION", None)
         else:
             os.environ["DISABLE_SAFETENSORS_CONVERSION"] = previous
-
-
-def _drop_timm_num_classes(config: Any) -> None:
-    # Folders written by timm's own save_for_hf keep num_classes in model_args, which TimmWrapper also passes:
-    # timm.create_model would get it twice. The label count in the config is the one that matters.
-    model_args = getattr(config, "model_args", None)
-    if getattr(config, "model_type", None) == "timm_wrapper" and isinstance(model_args, dict):
-        if "num_classes" in model_args:
-            config.model_args = {k: v for k, v in model_args.items() if k != "num_classes"} or None
 
 
 def _load_error(where: str, err: Exception) -> HfgalError:

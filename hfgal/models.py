@@ -107,7 +107,7 @@ def _config_image_size(config: Any) -> int | None:
     return int(size) if size else None
 
 
-def _strip_timm_num_classes(config: Any) -> None:
+def strip_timm_num_classes(config: Any) -> None:
     # Folders written by timm's save_for_hf carry model_args.num_classes, which collides with TimmWrapper's own
     # num_classes keyword ("multiple values for keyword argument"). The head size comes from num_labels instead.
     model_args = getattr(config, "model_args", None)
@@ -190,7 +190,7 @@ def load_model(
                 f"could not load model {name_or_path!r} ({reason}); offline, pass a local folder with config.json, "
                 f"a named config ({', '.join(NAMED_CONFIGS)}) or timm:<architecture>"
             ) from None
-        _strip_timm_num_classes(config)
+        strip_timm_num_classes(config)
         for key, value in overrides.items():
             if config.model_type == "timm_wrapper":
                 config.model_args = {**(config.model_args or {}), key: value}
