@@ -282,3 +282,30 @@ def layer_groups(model: Any) -> list[list[str]]:
             seen_block = True
             groups[depth].append(name)
     return [g for g in groups if g]
+
+
+def freeze_unused_parameters(model: Any, image_size: tuple[int, int], device: Any = None) -> list[str]:
+    """Freeze trainable parameters that no forward pass of image classification reaches; returns their names.
+
+    DDP must otherwise search the autograd graph for unused parameters at every step (`find_unused_parameters`),
+    which `transformers.Trainer` turns on for every model. Some checkpoints carry parameters that classification
+    never touches (DINOv2's and BEiT's `mask_token`, for instance); freezing them changes nothing in training and
+    lets DDP skip that search. One batch-1 forward/backward in eval mode finds them (eval mode: no running
+    statistics of batch norm are updated).
+    """
+    import torch
+
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters())
+    x = torch.zeros(1, 3, *image_size, device=device or param.device, dtype=param.dtype)
+    try:
+        model(pixel_values=x).logits.float().sum().backward()
+        unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    for name, p in model.named_parameters():
+        if name in unused:
+            p.requires_grad_(False)
+    return unused

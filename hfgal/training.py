@@ -304,6 +304,10 @@ class GZ10Trainer(Trainer):
         layer_decay: float | None = None,
         **kwargs,
     ):
+        train_args, model, train_ds = kwargs.get("args"), kwargs.get("model"), kwargs.get("train_dataset")
+        if train_args is not None and model is not None and train_args.world_size > 1:
+            size = tuple(train_ds.images.shape[-2:]) if isinstance(train_ds, UInt8Images) else (224, 224)
+            _prepare_for_ddp(model, train_args, size)
         super().__init__(*args, **kwargs)
         self.mean, self.std = mean, std
         self.d4_augment, self.affine_augment, self.tta = d4_augment, affine_augment, tta
@@ -403,6 +407,32 @@ class GZ10Trainer(Trainer):
 
 
 # --------------------------------------------------------------------------- checkpoints
+
+
+def _prepare_for_ddp(model, args: TrainingArguments, image_size: tuple[int, int]) -> None:
+    """Let DDP skip its per-step search for unused parameters (Trainer turns it on for every model).
+
+    Parameters classification never reaches are frozen first, so `find_unused_parameters=False` is safe. An explicit
+    `--ddp_find_unused_parameters` is left as given.
+    """
+    if args.ddp_find_unused_parameters is not None:
+        return
+    from .models import freeze_unused_parameters
+
+    frozen = freeze_unused_parameters(model.to(args.device), image_size)
+    if frozen:
+        logger.info("froze %d parameters no forward pass uses: %s", len(frozen), ", ".join(frozen))
+    args.ddp_find_unused_parameters = False
+
+
+def end_distributed() -> None:
+    """Every process leaves together and the process group is destroyed, so no rank aborts at interpreter exit."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from accelerate import PartialState
+
+        state = PartialState()
+        state.wait_for_everyone()
+        state.destroy_process_group()
 
 
 def _checkpoint_step(path: Path) -> int:

@@ -26,6 +26,7 @@ from hfgal.training import (
     collate_uint8,
     config_overrides,
     count_parameters,
+    end_distributed,
     hardware_info,
     parse_args,
     parse_image_size,
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             f"test accuracy {test['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), macro-F1 {test['macro_f1']:.4f}, "
             f"{train_seconds:.0f}s -> {out}"
         )
+
+    end_distributed()  # all ranks leave together; a rank exiting with a live process group can abort
 
     # ---- push: one commit of the prepared folder, main process only
     if push_repo and trainer.is_world_process_zero():

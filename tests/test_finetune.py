@@ -187,9 +187,26 @@ def test_resume_after_kill_finishes_with_same_steps(tmp_path, sample_dir, image_
     assert "resuming from" in done.stderr
 
 
+def test_unused_parameters_are_found_and_frozen():
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    from hfgal.models import freeze_unused_parameters
+
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+    model = Dinov2ForImageClassification(config).train()
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    assert freeze_unused_parameters(model, (32, 32)) == ["dinov2.embeddings.mask_token"]
+    assert not model.dinov2.embeddings.mask_token.requires_grad
+    assert all(p.requires_grad for n, p in model.named_parameters() if "mask_token" not in n)
+    assert model.training and all(p.grad is None for p in model.parameters())  # no side effects
+    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
+
+
 def test_two_process_ddp_counts_each_test_image_once(tmp_path, sample_dir, image_cache):
     out = tmp_path / "ddp"
-    args = finetune_args(out, sample_dir, "convnextv2", max_steps=2, per_device_eval_batch_size=3)
+    # DINOv2 carries a parameter classification never uses (mask_token): DDP without the per-step search for
+    # unused parameters only works because hfgal freezes it first.
+    args = finetune_args(out, sample_dir, "dinov2", max_steps=3, per_device_eval_batch_size=3)
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
@@ -198,8 +215,10 @@ def test_two_process_ddp_counts_each_test_image_once(tmp_path, sample_dir, image
     env = subprocess_env(HFGAL_CACHE=str(image_cache), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "find_unused_parameters=True was specified" not in proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["hardware"]["num_processes"] == 2  # both ranks ran
+    assert results["global_step"] == 3
     # 10 test images over 2 ranks in batches of 3: padding duplicates would make 12.
     assert np.asarray(results["test"]["confusion_matrix"]).sum() == 10
     assert results["test"]["num_examples"] == 10
