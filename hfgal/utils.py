@@ -1,4 +1,5 @@
-"""Small shared pieces: the user-facing error type, atomic writes, output-folder locks, card templates."""
+"""Small shared pieces: the user-facing error type, atomic writes, output-folder locks, card templates, and the
+CPU allocator setting of the training recipes."""
 
 from __future__ import annotations
 
@@ -248,6 +249,32 @@ def _create_lock(lock: Path) -> bool:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------- CPU allocator
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc reuse freed blocks instead of handing big ones back to the OS; True if it applied.
+
+    By default glibc serves every allocation above a few MB (a batch of activations, an augmented batch) with a
+    fresh `mmap` and unmaps it when freed, so a CPU training step page-faults its way through every large tensor
+    again (a normalised 32 x 3 x 224 x 224 batch: 11 ms of page faults for 1 ms of arithmetic on the 2-core test
+    machine). Serving them from the heap and never trimming it (`M_MMAP_MAX=0`, a 1 GB trim threshold) is what
+    PyTorch's CPU tuning guide gets from jemalloc/tcmalloc, without preloading a library. It affects the whole
+    process, so the recipes call it only to train on a CPU; resident memory then stays at its peak.
+    """
+    import ctypes
+    import platform
+
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 # --------------------------------------------------------------------------- templates

@@ -35,7 +35,7 @@ from hfgal.training import (
     resolved_config,
     versions_info,
 )
-from hfgal.utils import HfgalError, atomic_write_json, atomic_write_text, run_cli
+from hfgal.utils import HfgalError, atomic_write_json, atomic_write_text, keep_freed_memory, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     # ---- train (the best checkpoint on validation is loaded at the end)
+    if training_args.device.type == "cpu":
+        keep_freed_memory()  # no page faults on every large tensor of every step (see hfgal.utils)
     start = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - start

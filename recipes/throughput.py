@@ -42,7 +42,7 @@ from hfgal.constants import GZ10_CLASS_COUNTS
 from hfgal.data import load_gz10, save_gz10
 from hfgal.models import load_model
 from hfgal.training import GZ10Trainer, GZ10TrainingArguments, cached_split, collate_uint8
-from hfgal.utils import HfgalError, run_cli
+from hfgal.utils import HfgalError, keep_freed_memory, run_cli
 
 MODES = ("model_only", "hfgal", "baseline", "hfgal_data", "baseline_data")
 # GZ10 DECaLS has 17,736 images; the default split trains on 80 % of them.
@@ -74,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="times the modes take turns (steps are pooled)")
     parser.add_argument("--work-dir", default=None, help="keep data and uint8 cache here (default: a temp folder)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--malloc",
+        choices=["keep", "default"],
+        default="keep",
+        help="on a CPU: 'keep' (what the recipe does, hfgal.utils.keep_freed_memory) or glibc's default; every mode",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -382,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # The recipe trains on a CPU with glibc keeping freed memory; the whole process (every mode) runs alike.
+    args.malloc = "keep" if device.type == "cpu" and args.malloc == "keep" and keep_freed_memory() else "default"
     amp_dtype = DTYPES[args.dtype]
     tmp = None
     if args.work_dir:
@@ -488,6 +496,7 @@ def _run(args, device, amp_dtype, work: Path) -> int:
         f"model {args.model} ({params / 1e6:.2f} M params), batch {args.batch_size}, {args.image_size} px, "
         f"{args.dtype}{', channels_last' if args.channels_last else ''}{', compiled' if args.compile else ''}, "
         f"{args.workers} workers, {torch.get_num_threads()} threads, {args.steps} timed steps after {args.warmup}"
+        + (f", malloc {args.malloc}" if device.type == "cpu" else "")
     )
     header = f"{'mode':<13} {'img/s':>9} {'img/s mean':>10} {'step ms':>9} {'vs model':>9} {'RSS MB':>8}"
     header += f" {'workers MB':>10}"
@@ -529,6 +538,7 @@ def _run(args, device, amp_dtype, work: Path) -> int:
         "compile": args.compile,
         "workers": args.workers,
         "threads": torch.get_num_threads(),
+        "malloc": args.malloc,
         "steps": args.steps,
         "warmup": args.warmup,
         "train_images": len(train),
