@@ -1,7 +1,9 @@
 """A ready-to-push Hugging Face Space for the demo (`hfgal space build`) and a local server (`hfgal demo`).
 
-The Space folder is self-contained: `app.py` (a few lines calling `hfgal.demo.app.build_demo`), pinned
-`requirements.txt`, a README with Space front matter, example galaxies, and copies of local model folders.
+The Space folder is self-contained: `app.py` (a few lines calling `hfgal.demo.app.build_demo`), a copy of the
+hfgal package that built it (hfgal is not on PyPI; the Space imports the copy next to `app.py`), a pinned
+`requirements.txt` of the demo's dependencies, a README with Space front matter, example galaxies, and copies of
+local model folders.
 """
 
 from __future__ import annotations
@@ -164,12 +166,13 @@ def _write_metadata(dest: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def pinned_requirements() -> str:
-    """requirements.txt pinning hfgal and the demo's dependencies to the versions installed here.
+    """requirements.txt pinning the demo's dependencies to the versions installed here.
 
-    Local version tags (`2.4.0+cu121`) are dropped so the pins resolve on PyPI; packages not installed here
-    (astropy without the `astro` extra) are left out.
+    hfgal itself travels as source next to `app.py` (`copy_hfgal_source`). Local version tags (`2.4.0+cu121`)
+    are dropped so the pins resolve on PyPI; packages not installed here (astropy without the `astro` extra) are
+    left out.
     """
-    lines = [f"hfgal=={__version__}"]
+    lines = [f"# hfgal {__version__} ships in ./hfgal (a copy of the package that built this Space)"]
     for dist in PINNED_DISTRIBUTIONS:
         try:
             version = metadata.version(dist)
@@ -177,6 +180,22 @@ def pinned_requirements() -> str:
             continue
         lines.append(f"{dist}=={version.split('+')[0]}")
     return "\n".join(lines) + "\n"
+
+
+def copy_hfgal_source(dest: Path) -> int:
+    """Copy the installed hfgal package's Python sources (subpackages included) into `dest`; returns the count.
+
+    Works from a wheel and from an editable checkout alike: it copies what `import hfgal` runs. Card templates
+    and caches stay behind (the demo renders no cards).
+    """
+    package = Path(__file__).resolve().parent
+    files = sorted(package.rglob("*.py")) + [package / "py.typed"]
+    for f in files:
+        if f.is_file() and "__pycache__" not in f.parts:
+            target = dest / f.relative_to(package)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+    return len(files)
 
 
 def render_app(served: list[str], title: str) -> str:
@@ -346,6 +365,7 @@ def build_space(
             rows = _examples_from_dataset(dataset, tmp / "examples")
         served = [f"local:{m['rel']}" if m["rel"] else m["hub_id"] for m in plan]
         atomic_write_text(tmp / "app.py", render_app(served, title))
+        copy_hfgal_source(tmp / "hfgal")
         atomic_write_text(tmp / "requirements.txt", pinned_requirements())
         card = render_space_card(plan, title=title, dataset=dataset, num_examples=len(rows), command=command)
         atomic_write_text(tmp / "README.md", card)

@@ -118,10 +118,22 @@ def test_space_folder_holds_app_requirements_card_examples_and_models(space_dir,
     assert sorted(p.name for p in (space_dir / "examples").glob("*.png")) == sorted(r["file_name"] for r in rows)
 
     # requirements pin what built the Space (local tags like +cu130 dropped so PyPI resolves them).
-    pins = dict(line.split("==") for line in (space_dir / "requirements.txt").read_text().split())
-    assert pins["hfgal"] == hfgal.__version__
+    lines = (space_dir / "requirements.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert "hfgal" not in pins  # not on PyPI: the Space carries the package itself
     for dist in ("gradio", "torch", "transformers", "timm", "huggingface_hub"):
         assert pins[dist] == metadata.version(dist).split("+")[0]
+    # The copy of hfgal next to app.py is what the Space imports (the script's folder comes first on sys.path).
+    package = Path(hfgal.__file__).parent
+    for source in package.rglob("*.py"):
+        rel = source.relative_to(package)
+        assert (space_dir / "hfgal" / rel).read_bytes() == source.read_bytes(), rel
+    proc = subprocess.run(
+        [sys.executable, "-c", "import hfgal.demo.app, hfgal; print(hfgal.__file__, hfgal.__version__)"],
+        cwd=space_dir, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(space_dir / "hfgal" / "__init__.py"), hfgal.__version__]
 
     app = (space_dir / "app.py").read_text()
     assert "from hfgal.demo.app import build_demo" in app
