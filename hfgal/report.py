@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .constants import GZ10_CITATION, GZ10_CLASSES, HFGAL_CITATION
-from .study import (
-    ERROR_FILE,
+from .study import ERROR_FILE, read_results
+from .study_plan import (
     PUBLISHED_TABLE1,
     PUBLISHED_TABLE2,
     STUDY_FILE,
@@ -29,7 +29,6 @@ from .study import (
     PlannedRun,
     Study,
     load_study,
-    read_results,
 )
 from .utils import HfgalError, atomic_output_dir, output_lock
 

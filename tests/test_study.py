@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hfgal.study import PUBLISHED_TABLE1, PUBLISHED_TABLE2, load_study, run_command, run_status, run_study
+from hfgal.study import run_command, run_status, run_study
+from hfgal.study_plan import PUBLISHED_TABLE1, PUBLISHED_TABLE2, load_study
 from hfgal.utils import HfgalError, output_lock
 
 REPO = Path(__file__).resolve().parents[1]
