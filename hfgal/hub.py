@@ -1,4 +1,5 @@
-"""Publishing to the Hugging Face Hub: repo ids, tokens, and one-commit uploads of prepared folders.
+"""Publishing to the Hugging Face Hub: repo ids, tokens, and one-commit uploads of prepared folders (fine-tuned
+runs as model repos, studies as dataset repos).
 
 A push is `create_repo(exist_ok=True)` plus ONE `upload_folder` of a staged folder holding exactly the files to
 publish, so a repo never shows a half-uploaded model and checkpoints or optimizer states never leak out.
@@ -260,3 +261,92 @@ def register_cli(subparsers) -> None:
     push.add_argument("--revision", metavar="BRANCH", help="push to this branch (created when missing)")
     push.add_argument("--commit-message", metavar="MSG", help="commit title")
     push.set_defaults(func=_push_cmd)
+
+
+# --------------------------------------------------------------------------- studies
+
+
+def stage_study(study_dir: str | os.PathLike, staging: str | os.PathLike, repo_id: str) -> list[str]:
+    """Fill `staging` with what a study dataset repo holds: card, study.yaml, report files, every results.json.
+
+    Weights, checkpoints and logs are never staged. Returns the staged paths (relative, sorted).
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from .constants import GZ10_CITATION, HFGAL_CITATION
+    from .leaderboard import ZOOBOT_CAVEAT
+    from .report import PLOTS, _write_report
+    from .study import read_results
+    from .study_plan import STUDY_FILE
+    from .utils import hub_card_template
+
+    out_dir, staging = Path(study_dir).absolute(), Path(staging)
+    report_md, built = _write_report(out_dir)
+    study, groups = built["study"], built["groups"]
+    for path in report_md.parent.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            shutil.copy2(path, staging / path.name)
+    shutil.copy2(out_dir / STUDY_FILE, staging / STUDY_FILE)
+    for group in groups:
+        for run in group.runs:
+            results = out_dir / "runs" / run.slug / "results.json"
+            if read_results(results.parent) is not None:
+                (staging / "runs" / run.slug).mkdir(parents=True)
+                shutil.copy2(results, staging / "runs" / run.slug / "results.json")
+    configs = [{"config_name": key, "data_files": f"{key}.csv"} for key in ("table1", "table2", "variants")]
+    configs = [c for c in configs if (staging / c["data_files"]).is_file()]
+    dataset = study.dataset
+    card_data = DatasetCardData(
+        pretty_name=f"hfgal study {study.name}: GZ10 backbone leaderboard",
+        license="apache-2.0",
+        tags=["astronomy", "galaxy-morphology", "galaxy10", "benchmark", "leaderboard", "hfgal"],
+        task_categories=["image-classification"],
+        size_categories=["n<1K"],
+        source_datasets=[dataset] if "/" in dataset and not Path(dataset).exists() else None,
+        configs=configs or None,
+    )
+    card = DatasetCard.from_template(
+        card_data,
+        template_path=str(hub_card_template("study_card.md")),
+        study=study,
+        repo_id=repo_id,
+        leaderboard=built["leaderboard"],
+        first_config=configs[0]["config_name"] if configs else None,
+        hfgal_citation=f"{HFGAL_CITATION}\n{GZ10_CITATION}",
+        finished=sum(len(g.results) for g in groups),
+        failed=sum(len(g.failed) for g in groups),
+        table1=built["table1"][0] if built["table1"] else None,
+        table2=built["table2"][0] if built["table2"] else None,
+        variants=built["variants"][0] if built["variants"] else None,
+        published=built["published"],
+        plots=[name for name in PLOTS if (staging / name).is_file()],
+        zoobot_caveat=ZOOBOT_CAVEAT if built["table2"] else None,
+    )
+    card.save(staging / "README.md")
+    return sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+
+
+def push_study(study_dir: str | os.PathLike, repo_id: str, *, private: bool | None = None) -> str:
+    """Publish a study as a Hub dataset repo in one commit: leaderboard card, tables, plots, report, results.json.
+
+    Args:
+        study_dir: folder written by recipes/study.py.
+        repo_id: `namespace/name` of the dataset repo (created if missing).
+        private: visibility of a newly created repo.
+
+    Returns:
+        The commit URL.
+    """
+    from .study_plan import STUDY_FILE, load_study
+
+    validate_repo_id(repo_id)
+    with tempfile.TemporaryDirectory(prefix="hfgal-study-push-") as staging:
+        stage_study(study_dir, staging, repo_id)
+        study_name = load_study(Path(study_dir).absolute() / STUDY_FILE).name
+        return upload_one_commit(
+            staging,
+            repo_id,
+            repo_type="dataset",
+            private=private,
+            commit_message=f"Upload hfgal study {study_name}: tables, plots, report, results",
+        )

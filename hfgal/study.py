@@ -327,7 +327,7 @@ def _report_command(args) -> int:
 
 
 def _push_command(args) -> int:
-    from .report import push_study
+    from .hub import push_study
 
     url = push_study(args.study_dir, args.repo_id, private=args.private or None)
     print(url)

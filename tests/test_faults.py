@@ -274,7 +274,7 @@ PLAIN_WRITES_ALLOWED = {
     ("hfgal/data.py", "save_gz10"): "inside atomic_output_dir's staging folder, renamed whole",
     ("hfgal/report.py", "_write_report"): "inside atomic_output_dir's staging folder, renamed whole",
     ("hfgal/report.py", "plot_accuracy_vs"): "called with paths in the report's staging folder",
-    ("hfgal/report.py", "stage_study"): "a temporary push staging folder, deleted after the upload",
+    ("hfgal/hub.py", "stage_study"): "a temporary push staging folder, deleted after the upload",
     ("hfgal/space.py", "_examples_from_dataset"): "inside build_space's staging folder, renamed whole",
     ("hfgal/study.py", "_launch"): "the run's append-only log, not a result",
     ("hfgal/metrics.py", "plot_confusion_matrix"): "savefig into utils.atomic_file",
