@@ -424,7 +424,7 @@ def save_gz10(
 
     The folder is built in a temporary sibling and renamed at the end: a crash leaves no partial `out`.
     """
-    from .cards import render_dataset_card
+    from .dataset_card import render_dataset_card
 
     info = split_info or getattr(dsd, "split_info", None) or describe_splits(dsd)
     out = Path(out)
