@@ -326,7 +326,7 @@ def _confused_pairs(test: dict, k: int = 5) -> list[dict]:
     confusion = test.get("confusion_matrix")
     if not confusion:
         return []
-    from .metrics import most_confused_pairs
+    from .confusion import most_confused_pairs
 
     pairs = most_confused_pairs(confusion, list(GZ10_CLASSES), k=k)
     return [{**p, "rate": _pct(p["rate"], 1)} for p in pairs if p["count"] > 0]

@@ -17,8 +17,9 @@ from pathlib import Path
 from transformers import EarlyStoppingCallback, ViTImageProcessor, set_seed
 
 from hfgal.carbon import CarbonCallback
+from hfgal.confusion import plot_confusion_matrix
 from hfgal.data import load_gz10
-from hfgal.metrics import compute_gz10_metrics, compute_metrics_fn, plot_confusion_matrix
+from hfgal.metrics import compute_gz10_metrics, compute_metrics_fn
 from hfgal.models import freeze_backbone, load_model
 from hfgal.training import (
     GZ10Trainer,

@@ -181,6 +181,6 @@ def make_run_dir(path: str | Path, *, results: dict | None = None, image_size: i
 
 
 def _confusion_png(confusion, path: Path) -> None:
-    from hfgal.metrics import plot_confusion_matrix
+    from hfgal.confusion import plot_confusion_matrix
 
     plot_confusion_matrix(confusion, list(GZ10_CLASSES), path)

@@ -17,9 +17,9 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from run_fixture import make_config, make_results, make_run_dir
 
 from hfgal.cards import render_model_card, write_model_card
+from hfgal.confusion import most_confused_pairs
 from hfgal.constants import GZ10_CLASSES, GZ10_DESCRIPTIONS
 from hfgal.dataset_card import render_dataset_card
-from hfgal.metrics import most_confused_pairs
 from hfgal.utils import HfgalError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
