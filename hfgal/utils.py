@@ -45,11 +45,17 @@ def run_cli(main: Callable[[], Any], argv: list[str] | None = None, prog: str = 
 
 
 class OneLineUsageErrors:
-    """Mixin for `argparse.ArgumentParser` subclasses: a usage error is one line, like every other hfgal error.
+    """Mixin for `argparse.ArgumentParser` subclasses: a usage error is one line, like every other hfgal error,
+    and flags are never abbreviated.
 
     argparse prints the whole usage (hundreds of lines for the Trainer's flags) before its message; hfgal prints
     `<tool>: error: <message>; see `<prog> --help`` and exits 2, argparse's usage-error code.
     """
+
+    def __init__(self, *args, **kwargs):
+        # A flag is spelled out: `--learning_rat 1e-3` is an error, not a silent `--learning_rate`.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         tool = self.prog.split()[0]

@@ -167,6 +167,7 @@ CASES = [
     ),
     Case("ft-bad-int", "finetune", _ft(max_steps="abc"), 2, "--max_steps/--max-steps: invalid int value: 'abc'"),
     Case("ft-unknown-flag", "finetune", _ft("--learning-ratee", "3"), 1, "unknown argument(s) --learning-ratee 3"),
+    Case("ft-abbreviated-flag", "finetune", _ft("--learning_rat", "3"), 1, "unknown argument(s) --learning_rat 3"),
     Case("ft-bad-overrides", "finetune", _ft(model_config_overrides="{depths: 1"), 1, "not valid JSON"),
     Case("ft-bad-image-size", "finetune", _ft(image_size="big"), 1, "--image_size 'big'"),
     Case("ft-not-square-tta", "finetune", _ft("--tta", "true", image_size="32x48"), 1, "square"),
@@ -186,6 +187,8 @@ CASES = [
     Case("ft-hub-token-flag", "finetune", _ft("--hub_token", "hf_x"), 1, "--hub_token would be saved"),
     # recipes/study.py
     Case("study-no-config", "study", [], 2, "required: --config"),
+    Case("study-abbreviated-flag", "study", ["--conf", "x.yaml"], 2, "required: --config"),
+    Case("hfgal-abbreviated-flag", "hfgal", ["data", "build", "--ou", "o"], 2, "required: --out"),
     Case("study-missing-config", "study", ["--config", "{d}/no.yaml"], 1, "no.yaml"),
     Case(
         "study-unknown-key", "study", ["--config", "{d}/study.yaml", "--output-dir", "{d}/s"], 1, "colour",
