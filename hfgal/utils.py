@@ -23,11 +23,13 @@ class HfgalError(Exception):
 def run_cli(main: Callable[[], Any], argv: list[str] | None = None, prog: str = "hfgal") -> None:
     """Run `main`, turning `HfgalError` (and a few well-known input errors) into a one-line message and exit 1.
 
-    `--debug` anywhere on the command line (or `HFGAL_DEBUG=1`) keeps the full traceback.
+    `--debug` anywhere on the command line (or `HFGAL_DEBUG=1`) keeps the full traceback; `--debug
+    underflow_overflow` (a Trainer option) is left to the Trainer.
     """
     argv = sys.argv if argv is None else argv
-    debug = "--debug" in argv or os.environ.get("HFGAL_DEBUG") == "1"
-    if "--debug" in argv:
+    ours = "--debug" in argv and not _trainer_debug_flag(argv)
+    debug = ours or os.environ.get("HFGAL_DEBUG") == "1"
+    if ours:
         argv.remove("--debug")
     try:
         result = main()
@@ -42,6 +44,17 @@ def run_cli(main: Callable[[], Any], argv: list[str] | None = None, prog: str = 
         sys.exit(1)
     if isinstance(result, int) and result:
         sys.exit(result)
+
+
+def _trainer_debug_flag(argv: list[str]) -> bool:
+    """True when `--debug` is the Trainer's own flag (`--debug underflow_overflow`), which the recipe must keep."""
+    i = argv.index("--debug")
+    value = argv[i + 1] if i + 1 < len(argv) else ""
+    if not value or value.startswith("-"):
+        return False
+    from transformers.debug_utils import DebugOption
+
+    return all(part in {o.value for o in DebugOption} for part in value.split())
 
 
 class OneLineUsageErrors:

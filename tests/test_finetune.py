@@ -241,3 +241,20 @@ def test_rerun_of_finished_run_is_a_no_op_that_restores_its_card(trained_run, sa
     assert run_finetune_main(finetune_args(trained_run, sample_dir, "convnextv2", max_steps=4)) == 0
     assert (trained_run / "results.json").stat().st_mtime_ns == before
     assert (trained_run / "README.md").read_text() == card
+
+
+def test_trainer_debug_option_reaches_the_trainer(tmp_path, sample_dir):
+    from transformers.debug_utils import DebugOption
+
+    from hfgal.training import parse_args
+    from hfgal.utils import run_cli
+
+    argv = ["finetune.py", *finetune_args(tmp_path / "run", sample_dir), "--debug", "underflow_overflow"]
+    seen = []
+    run_cli(lambda: seen.append(parse_args(argv[1:])), argv)
+    assert "--debug" in argv  # the Trainer's flag, not hfgal's traceback switch
+    assert seen[0][2].debug == [DebugOption.UNDERFLOW_OVERFLOW]
+
+    ours = ["hfgal", "predict", "--debug", "galaxy.png"]
+    run_cli(lambda: None, ours)
+    assert ours == ["hfgal", "predict", "galaxy.png"]
