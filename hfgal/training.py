@@ -96,6 +96,13 @@ class GZ10TrainingArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "eval batch per device"})
     logging_steps: float = field(default=20, metadata={"help": "log every N steps"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "keep pixel_values/labels as they are"})
+    # The Trainer's NaN filter reads the loss on the host at every step, a device sync that stops the host from
+    # queueing the next batch; without it a NaN loss is logged as NaN (training itself is unchanged).
+    logging_nan_inf_filter: bool = field(default=False, metadata={"help": "drop NaN/inf losses from the log"})
+    # Pinned uint8 batches are copied to the GPU asynchronously, overlapping with the previous step.
+    accelerator_config: dict | str | None = field(
+        default_factory=lambda: {"non_blocking": True}, metadata={"help": "Accelerate settings (JSON or file)"}
+    )
     # hfgal's own
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "stop after N evaluations without validation improvement"}

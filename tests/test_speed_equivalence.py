@@ -127,3 +127,12 @@ def test_trainer_pixels_equal_the_step_by_step_recipe(uint8_batch, d4, affine):
     assert torch.equal(
         GZ10Trainer._pixels(trainer, {"pixel_values": uint8_batch}, train=False), normalize(uint8_batch, MEAN, STD)
     )
+
+
+def test_no_per_step_host_sync_by_default(tmp_path):
+    from hfgal.training import parse_args
+
+    _, _, args = parse_args(["--dataset", "synthetic:20", "--output_dir", str(tmp_path)])
+    assert args.logging_nan_inf_filter is False  # the Trainer's filter reads the loss on the host every step
+    assert args.accelerator_config.non_blocking is True  # pinned uint8 batches copied asynchronously
+    assert args.dataloader_pin_memory is True
