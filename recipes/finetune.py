@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import EarlyStoppingCallback, ViTImageProcessor, set_seed
 
 from hfgal.carbon import CarbonCallback
+from hfgal.checkpoints import resolve_resume
 from hfgal.confusion import plot_confusion_matrix
 from hfgal.data import load_gz10
 from hfgal.metrics import compute_gz10_metrics, compute_metrics_fn
@@ -32,7 +33,6 @@ from hfgal.training import (
     parse_args,
     parse_image_size,
     predict_labels,
-    resolve_resume,
     resolved_config,
     versions_info,
 )

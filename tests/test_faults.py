@@ -277,7 +277,7 @@ PLAIN_WRITES_ALLOWED = {
     ("hfgal/hub.py", "stage_study"): "a temporary push staging folder, deleted after the upload",
     ("hfgal/space.py", "_examples_from_dataset"): "inside build_space's staging folder, renamed whole",
     ("hfgal/study.py", "_launch"): "the run's append-only log, not a result",
-    ("hfgal/metrics.py", "plot_confusion_matrix"): "savefig into utils.atomic_file",
+    ("hfgal/confusion.py", "plot_confusion_matrix"): "savefig into utils.atomic_file",
     ("recipes/montage.py", "main"): "savefig into a temporary file renamed at the end",
 }
 WRITE_METHODS = {"write_text", "write_bytes", "savefig", "save", "to_csv", "tofile"}
