@@ -39,6 +39,17 @@ def resize_rgb(image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
 
 
+def cache_file_name(fingerprint: str, size: tuple[int, int]) -> str:
+    """File name of a split's cache: its content (the dataset fingerprint), the resolution and the resizer.
+
+    The Pillow version is part of the name because `resize_rgb`'s pixels are Pillow's: a cache written by another
+    version is rebuilt rather than silently mixed with the pixels that version would serve at inference.
+    """
+    import PIL
+
+    return f"gz10-{fingerprint}-{size[0]}x{size[1]}-pil{PIL.__version__}.npy"
+
+
 def _fill(args: tuple) -> None:
     """Worker: decode rows [start, stop) of a dataset into an open .npy memmap."""
     ds, path, start, stop, size = args
@@ -70,7 +81,7 @@ def uint8_cache(
     from .utils import require_writable_dir
 
     root = Path(cache_root) if cache_root else default_cache_root()
-    path = root / f"gz10-{ds._fingerprint}-{size[0]}x{size[1]}.npy"
+    path = root / cache_file_name(ds._fingerprint, size)
     if path.exists():  # a read-only shared cache is fine once it holds the file
         return np.load(path, mmap_mode="r"), 0.0
     require_writable_dir(

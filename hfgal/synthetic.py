@@ -539,6 +539,15 @@ def synthetic_images(start: int, stop: int, labels: np.ndarray, seed: int = 0) -
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def renderer_digest() -> str:
+    """Short SHA-256 of this module's source: the synthetic images are a function of it, the seed and `n`."""
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+
+
 def gz10_synthetic(
     n: int = 2000,
     seed: int = 0,
@@ -573,6 +582,7 @@ def gz10_synthetic(
         split_scheme=split_scheme,
         source=f"synthetic:{n}",
         cache_dir=cache_dir,
-        # The datasets cache must tell apart seeds, proportions and generator versions of the same size.
-        fingerprint=f"synthetic:{n}:seed={seed}:{proportions}:v{GENERATOR_VERSION}",
+        # The datasets cache must tell apart seeds, proportions and renderers of the same size: the renderer is
+        # identified by this module's source, so no edit can leave a stale cache behind a forgotten version bump.
+        fingerprint=f"synthetic:{n}:seed={seed}:{proportions}:v{GENERATOR_VERSION}:{renderer_digest()}",
     )

@@ -176,3 +176,29 @@ def test_gz10_synthetic_dataset(tmp_path):
     j = row["gz10_index"]
     seed4 = synthetic_images(j, j + 1, synthetic_catalog(60, seed=4)["label"], 4)[0]
     np.testing.assert_array_equal(np.asarray(row["image"].convert("RGB")), seed4)
+
+
+def test_an_edited_renderer_is_never_served_from_a_cache(tmp_path):
+    """The synthetic cache key is the renderer's source: an edit makes a new dataset and a new uint8 cache."""
+    import importlib.util
+    from pathlib import Path
+
+    import PIL
+
+    import hfgal.synthetic
+    from hfgal.cache import cache_file_name
+
+    edited = tmp_path / "synthetic_edited.py"
+    edited.write_text(Path(hfgal.synthetic.__file__).read_text() + "\n# a tweak of the renderer\n")
+    spec = importlib.util.spec_from_file_location("hfgal.synthetic_edited", edited)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.renderer_digest() != hfgal.synthetic.renderer_digest()
+
+    cache = str(tmp_path / "datasets")
+    before = hfgal.synthetic.gz10_synthetic(n=30, seed=1, cache_dir=cache)["train"]
+    after = module.gz10_synthetic(n=30, seed=1, cache_dir=cache)["train"]
+    assert before._fingerprint != after._fingerprint
+    assert cache_file_name(before._fingerprint, (64, 64)) != cache_file_name(after._fingerprint, (64, 64))
+    # The decoded cache also names the Pillow that resized it.
+    assert cache_file_name(before._fingerprint, (64, 64)).endswith(f"-64x64-pil{PIL.__version__}.npy")
