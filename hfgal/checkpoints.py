@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .utils import HfgalError
+from .utils import HfgalError, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def resolve_resume(output_dir: str, resume: str | None, overwrite: bool) -> str 
         if not Path(resume).is_dir():
             raise HfgalError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
         _check_checkpoint(Path(resume))
+        _follow_moved_run(Path(resume))
         return resume
     checkpoints = sorted(out.glob("checkpoint-*"), key=_checkpoint_step) if out.is_dir() else []
     for ckpt in reversed(checkpoints):
@@ -50,9 +51,30 @@ def resolve_resume(output_dir: str, resume: str | None, overwrite: bool) -> str 
             shutil.rmtree(ckpt, ignore_errors=True)
             continue
         _check_checkpoint(ckpt)
+        _follow_moved_run(ckpt)
         logger.warning("resuming from %s", ckpt)
         return str(ckpt)
     return None
+
+
+def _follow_moved_run(ckpt: Path) -> None:
+    """Point the checkpoint's record of the best checkpoint at the run folder it is in now.
+
+    The Trainer stores `best_model_checkpoint` as a path as it was at save time. A run folder moved since (from a
+    node's scratch disk to shared storage, say) would not find it: the run would end on its last model instead of
+    the best one on validation, and the rotation of old checkpoints could delete the best. The checkpoint of that
+    name beside `ckpt` is the same one.
+    """
+    state_file = ckpt / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    best = state.get("best_model_checkpoint")
+    if not best or Path(best).is_dir():
+        return
+    here = ckpt.parent / Path(best).name
+    if here.is_dir():
+        state["best_model_checkpoint"] = str(here)
+        atomic_write_json(state_file, state)
+        logger.warning("the run folder moved: best checkpoint %s is now %s", best, here)
 
 
 def _state_readable(ckpt: Path) -> bool:

@@ -258,3 +258,26 @@ def test_trainer_debug_option_reaches_the_trainer(tmp_path, sample_dir):
     ours = ["hfgal", "predict", "--debug", "galaxy.png"]
     run_cli(lambda: None, ours)
     assert ours == ["hfgal", "predict", "galaxy.png"]
+
+
+def test_a_moved_run_folder_resumes_with_its_best_checkpoint(tmp_path, sample_dir, image_cache):
+    first = tmp_path / "scratch" / "run"
+    args = finetune_args(first, sample_dir, "convnextv2", max_steps=2)
+    assert run_finetune_main(args) == 0
+    for name in ("results.json", "README.md", "model.safetensors"):  # as if stopped before its final stage
+        (first / name).unlink()
+    moved = tmp_path / "home" / "run"
+    moved.parent.mkdir()
+    first.rename(moved)  # e.g. from a node's scratch disk to shared storage
+    state = json.loads((moved / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"].startswith(str(first))  # the Trainer's record: the old place
+
+    more = finetune_args(moved, sample_dir, "convnextv2", max_steps=4)
+    done = _recipe(*more, "--resume_from_checkpoint", "true", env={"HFGAL_CACHE": str(image_cache)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "does not exist anymore" not in done.stderr  # the Trainer would drop the best checkpoint
+    assert "the run folder moved" in done.stderr
+    results = json.loads((moved / "results.json").read_text())
+    assert results["global_step"] == 4 and (moved / results["best_checkpoint"]).is_dir()
+    state = json.loads((moved / "checkpoint-4" / "trainer_state.json").read_text())
+    assert Path(state["best_model_checkpoint"]).parent == moved
