@@ -418,13 +418,16 @@ def _prepare_for_ddp(model, args: TrainingArguments, image_size: tuple[int, int]
     Parameters classification never reaches are frozen first, so `find_unused_parameters=False` is safe. An explicit
     `--ddp_find_unused_parameters` is left as given.
     """
-    if args.ddp_find_unused_parameters is not None:
+    from accelerate import PartialState
+
+    # Only plain DDP searches for unused parameters; FSDP / DeepSpeed shard the model and are left alone.
+    if args.ddp_find_unused_parameters is not None or not PartialState().distributed_type.name.startswith("MULTI_"):
         return
     from .models import freeze_unused_parameters
 
     frozen = freeze_unused_parameters(model.to(args.device), image_size)
     if frozen:
-        logger.info("froze %d parameters no forward pass uses: %s", len(frozen), ", ".join(frozen))
+        logger.warning("DDP: froze %s (no forward pass uses it); no per-step unused search", ", ".join(frozen))
     args.ddp_find_unused_parameters = False
 
 

@@ -216,6 +216,7 @@ def test_two_process_ddp_counts_each_test_image_once(tmp_path, sample_dir, image
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "find_unused_parameters=True was specified" not in proc.stderr
+    assert "DDP: froze dinov2.embeddings.mask_token" in proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["hardware"]["num_processes"] == 2  # both ranks ran
     assert results["global_step"] == 3
