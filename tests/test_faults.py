@@ -22,6 +22,7 @@ import pytest
 
 from conftest import FINETUNE, REPO_ROOT, finetune_args
 from hfgal import GZ10_CLASSES
+from hfgal.checkpoints import _state_readable  # what resuming calls a complete save
 
 MAX_STEPS = 6  # checkpoints at steps 2, 4 and 6
 
@@ -66,14 +67,6 @@ def _resume(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
         env=env,
         timeout=600,
     )
-
-
-def _state_readable(ckpt: Path) -> bool:
-    try:
-        json.loads((ckpt / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def _assert_complete(out: Path, n_test: int = 10) -> dict:
