@@ -282,10 +282,13 @@ def keep_freed_memory() -> bool:
     machine). Serving them from the heap and never trimming it (`M_MMAP_MAX=0`, a 1 GB trim threshold) is what
     PyTorch's CPU tuning guide gets from jemalloc/tcmalloc, without preloading a library. It affects the whole
     process, so the recipes call it only to train on a CPU; resident memory then stays at its peak.
+    `HFGAL_KEEP_FREED_MEMORY=0` leaves glibc's default (for a shared login node, say).
     """
     import ctypes
     import platform
 
+    if os.environ.get("HFGAL_KEEP_FREED_MEMORY") == "0":
+        return False
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:

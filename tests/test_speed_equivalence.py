@@ -21,6 +21,31 @@ def uint8_batch() -> torch.Tensor:
     return torch.randint(0, 256, (24, 3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
+def test_keeping_freed_memory_does_not_change_a_seeded_run(tmp_path, sample_dir, image_cache):
+    """The CPU allocator setting of the recipe (hfgal.utils.keep_freed_memory) changes speed, not numbers."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from conftest import FINETUNE, subprocess_env
+
+    runs = {}
+    for keep in ("1", "0"):
+        out = tmp_path / f"keep{keep}"
+        env = subprocess_env(HFGAL_CACHE=str(image_cache), HFGAL_KEEP_FREED_MEMORY=keep)
+        argv = finetune_args(out, sample_dir, "convnextv2", max_steps=4)
+        proc = subprocess.run([sys.executable, str(FINETUNE), *argv], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[keep] = (load_file(out / "model.safetensors"), json.loads((out / "results.json").read_text()))
+    (kept, kept_results), (default, default_results) = runs["1"], runs["0"]
+    assert kept.keys() == default.keys()
+    for name, value in kept.items():
+        assert torch.equal(default[name], value), name
+    for split in ("validation", "test"):
+        assert kept_results[split] == default_results[split]
+
+
 def test_worker_processes_do_not_change_a_seeded_run(tmp_path, sample_dir, image_cache):
     from safetensors.torch import load_file
 
