@@ -294,3 +294,20 @@ def _check_country(code: str) -> None:
             f"country code {code!r} is not in codecarbon's energy-mix table; "
             "use an ISO 3166-1 alpha-3 code such as USA, FRA, DEU or CAN"
         )
+
+
+def with_shared_training(summary: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    """The `carbon` dict of a run that shares another run's training (`--trained_run`): its own phases plus the
+    other run's `train` phase, with the totals summed again, so its CO2 counts the training it stands on.
+
+    Args:
+        summary: this run's `CarbonCallback.summary()` (evaluation only).
+        trained: the `carbon` dict of the run whose training is shared.
+    """
+    result = {key: value for key, value in summary.items() if key != "train"}
+    if isinstance(trained.get("train"), dict):
+        result = {"train": {key: float(trained["train"].get(key) or 0.0) for key in _PHASE_FIELDS}, **result}
+    phases = [value for value in result.values() if isinstance(value, dict)]
+    for key in _PHASE_FIELDS:
+        result[key] = float(sum(phase[key] for phase in phases))
+    return result

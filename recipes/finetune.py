@@ -16,13 +16,14 @@ from pathlib import Path
 
 from transformers import EarlyStoppingCallback, ViTImageProcessor, set_seed
 
-from hfgal.carbon import CarbonCallback
+from hfgal.carbon import CarbonCallback, with_shared_training
 from hfgal.checkpoints import resolve_resume
 from hfgal.confusion import plot_confusion_matrix
 from hfgal.data import load_gz10
 from hfgal.metrics import compute_gz10_metrics, compute_metrics_fn
 from hfgal.models import freeze_backbone, load_model
 from hfgal.training import (
+    TRAINING_RECORD,
     GZ10Trainer,
     cached_split,
     collate_uint8,
@@ -34,6 +35,7 @@ from hfgal.training import (
     parse_image_size,
     predict_labels,
     resolved_config,
+    shared_training,
     versions_info,
 )
 from hfgal.utils import HfgalError, atomic_write_json, atomic_write_text, keep_freed_memory, run_cli
@@ -69,14 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     image_size = parse_image_size(model_args.image_size, data_args.tta, data_args.d4_augment)
     resume = resolve_resume(out, training_args.resume_from_checkpoint, training_args.overwrite_output_dir)
     set_seed(training_args.seed)
+    # A run that differs from a finished one only in evaluation (e.g. --tta) evaluates that run's selected model.
+    shared = shared_training(training_args.trained_run, config) if training_args.trained_run else None
 
     # ---- model
     loaded = load_model(
-        model_args.model_name_or_path,
-        init=model_args.init,
-        config_overrides=config_overrides(model_args),
+        training_args.trained_run or model_args.model_name_or_path,
+        init="pretrained" if shared else model_args.init,
+        config_overrides=None if shared else config_overrides(model_args),
         image_size=image_size,
-        revision=model_args.model_revision,
+        revision=None if shared else model_args.model_revision,
         trust_remote_code=model_args.trust_remote_code,
     )
     model = loaded.model
@@ -129,9 +133,26 @@ def main(argv: list[str] | None = None) -> int:
     # ---- train (the best checkpoint on validation is loaded at the end)
     if training_args.device.type == "cpu":
         keep_freed_memory()  # no page faults on every large tensor of every step (see hfgal.utils)
-    start = time.perf_counter()
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.perf_counter() - start
+    if shared is None:
+        start = time.perf_counter()
+        train_result = trainer.train(resume_from_checkpoint=resume)
+        best = trainer.state.best_model_checkpoint
+        trained = {
+            "model": model_args.model_name_or_path,
+            "model_type": loaded.model_type,
+            "base_model": loaded.base_model,
+            "init": loaded.init,
+            "params_total": params_total,
+            "params_trainable": params_trainable,
+            "best_checkpoint": Path(best).name if best else None,
+            "global_step": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "train_seconds": time.perf_counter() - start,
+            "train_images_per_second": train_result.metrics.get("train_samples_per_second"),
+        }
+    else:
+        trained = {key: shared.get(key) for key in TRAINING_RECORD}
+        trained["trained_by"] = Path(training_args.trained_run).name
 
     # ---- evaluate once: validation (for the record) and test, with the selected model
     trainer.tta = data_args.tta
@@ -139,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         val_pred, val_true = predict_labels(trainer, val_ds)
         test_pred, test_true = predict_labels(trainer, test_ds)
     carbon_summary = carbon.summary(gather=True)
+    if shared is not None:
+        carbon_summary = with_shared_training(carbon_summary, shared.get("carbon") or {})
 
     # ---- save: model + processor, metrics, confusion matrix, results.json last (it marks the run complete)
     if trainer.is_world_process_zero():
@@ -155,34 +178,23 @@ def main(argv: list[str] | None = None) -> int:
             out / "confusion_matrix.png",
             title=f"{model_args.model_name_or_path} — GZ10 test",
         )
-        best = trainer.state.best_model_checkpoint
         world = training_args.world_size
         results = {
             "hfgal_version": versions_info()["hfgal"],
             "complete": True,
-            "model": model_args.model_name_or_path,
-            "model_type": loaded.model_type,
-            "base_model": loaded.base_model,
-            "init": loaded.init,
             "linear_probe": model_args.linear_probe,
             "d4_augment": data_args.d4_augment,
             "tta": data_args.tta,
-            "params_total": params_total,
-            "params_trainable": params_trainable,
+            **trained,
             "image_size": height if height == width else [height, width],
             "dataset": data_args.dataset,
             "dataset_revision": data_args.dataset_revision,
             "split_scheme": data_args.split_scheme,
             "seed": training_args.seed,
             "run_name": training_args.run_name or out.name,
-            "best_checkpoint": Path(best).name if best else None,
-            "global_step": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
             "validation": validation,
             "test": test,
             "carbon": carbon_summary,
-            "train_seconds": train_seconds,
-            "train_images_per_second": train_result.metrics.get("train_samples_per_second"),
             "cache_build_seconds": cache_s1 + cache_s2 + cache_s3,
             "hardware": hardware_info(world, int(training_args.world_size / max(1, _local_world()))),
             "versions": versions_info(),
@@ -213,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         low, high = test["accuracy_ci95"]
         print(
             f"test accuracy {test['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), macro-F1 {test['macro_f1']:.4f}, "
-            f"{train_seconds:.0f}s -> {out}"
+            f"{trained['train_seconds']:.0f}s -> {out}"
         )
 
     end_distributed()  # all ranks leave together; a rank exiting with a live process group can abort

@@ -161,3 +161,6 @@ def test_no_per_step_host_sync_by_default(tmp_path):
     assert args.logging_nan_inf_filter is False  # the Trainer's filter reads the loss on the host every step
     assert args.accelerator_config.non_blocking is True  # pinned uint8 batches copied asynchronously
     assert args.dataloader_pin_memory is True
+    # A CPU run pins nothing, so it does not ask for non-blocking copies (the Trainer would warn).
+    _, _, args = parse_args(["--dataset", "synthetic:20", "--output_dir", str(tmp_path), "--use_cpu", "true"])
+    assert args.accelerator_config.non_blocking is False and args.dataloader_pin_memory is False
