@@ -45,7 +45,10 @@ def has_checkpoint(run_dir: str | os.PathLike) -> bool:
 
 
 def _run_spec(run: PlannedRun) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(run)))
+    spec = json.loads(json.dumps(dataclasses.asdict(run)))
+    if spec.get("shares_training_of") is None:
+        spec.pop("shares_training_of", None)  # the spec runs recorded before runs could share their training
+    return spec
 
 
 def run_status(run: PlannedRun, out_dir: str | os.PathLike) -> str:
@@ -76,6 +79,7 @@ def run_command(
     recipe: str | os.PathLike,
     launcher: str = DEFAULT_LAUNCHER,
     resume: bool = False,
+    share: bool = True,
 ) -> list[str]:
     """The exact argv that trains `run`: launcher, recipe, flags; `--resume_from_checkpoint true` when resuming.
 
@@ -85,12 +89,15 @@ def run_command(
         recipe: path of recipes/finetune.py.
         launcher: command prefix, e.g. "accelerate launch --num_processes 1" or "python".
         resume: add `--resume_from_checkpoint true` (the recipe resumes from the latest checkpoint-*).
+        share: for a run that shares another's training, add `--trained_run` (that run must be finished first).
 
     Returns:
         The argv list.
     """
-    run_dir = Path(out_dir).absolute() / "runs" / run.slug
-    argv = [*shlex.split(launcher), str(Path(recipe).absolute()), *run.recipe_args(run_dir)]
+    runs = Path(out_dir).absolute() / "runs"
+    argv = [*shlex.split(launcher), str(Path(recipe).absolute()), *run.recipe_args(runs / run.slug)]
+    if share and run.shares_training_of:
+        argv += ["--trained_run", str(runs / run.shares_training_of)]
     return argv + ["--resume_from_checkpoint", "true"] if resume else argv
 
 
@@ -150,7 +157,9 @@ def _launch(
         # Nothing of a stale run, or of a killed or failed attempt without checkpoint, is worth keeping.
         shutil.rmtree(run_dir, ignore_errors=True)
     resume = has_checkpoint(run_dir)
-    argv = run_command(run, out_dir, recipe, launcher, resume=resume)
+    # A run sharing another's training evaluates that run's model once it is finished; otherwise it trains.
+    share = run.shares_training_of is not None and read_results(out_dir / "runs" / run.shares_training_of) is not None
+    argv = run_command(run, out_dir, recipe, launcher, resume=resume, share=share)
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     (run_dir / "results.json").unlink(missing_ok=True)  # a non-complete one from a killed attempt
     _record_run(run, run_dir, argv)
@@ -233,8 +242,8 @@ def run_study(
             lines = []
             for run in todo:
                 # Array tasks may be pre-empted and requeued, so every line resumes (the recipe starts fresh
-                # when the folder has no checkpoint).
-                argv = run_command(run, out_dir, recipe, launcher, resume=True)
+                # when the folder has no checkpoint); they run in parallel, so none waits to share a training.
+                argv = run_command(run, out_dir, recipe, launcher, resume=True, share=False)
                 run_dir = out_dir / "runs" / run.slug
                 if run_status(run, out_dir) == "stale":
                     shutil.rmtree(run_dir)
@@ -280,7 +289,11 @@ def _run_all(
     for gpu in gpus:
         free_gpus.put(gpu)
 
+    futures: dict = {}
+
     def one(run: PlannedRun) -> dict:
+        if run.shares_training_of in futures:  # submitted earlier, so already running or done: no deadlock
+            futures[run.shares_training_of].result()
         gpu = free_gpus.get() if gpus else None
         try:
             print(f"[start] {run.slug}" + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)
@@ -298,7 +311,9 @@ def _run_all(
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, todo))
+        for run in todo:  # in plan order: a base run is submitted before the runs sharing its training
+            futures[run.slug] = pool.submit(one, run)
+        return [futures[run.slug].result() for run in todo]
 
 
 # --------------------------------------------------------------------------- CLI

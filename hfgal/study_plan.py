@@ -79,6 +79,8 @@ class PlannedRun:
     args: dict[str, Any]
     config: str | None = None
     model_config_overrides: dict[str, Any] | None = None
+    # The run whose training this one shares: they differ in evaluation only (the `tta` variant vs its base run).
+    shares_training_of: str | None = None
 
     def recipe_args(self, output_dir: str | os.PathLike) -> list[str]:
         """The finetune flags of this run (without launcher and recipe path)."""
@@ -369,9 +371,30 @@ def plan_study(config: dict[str, Any], source: str = "study.yaml") -> Study:
         dataset=config["dataset"],
         seeds=seeds,
         entries=tuple(entries),
-        runs=tuple(runs),
+        runs=tuple(_share_training(runs)),
         config=config,
     )
+
+
+def _share_training(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """Mark each run that differs from its cell's base run in `tta` alone: it evaluates the base run's model.
+
+    Test-time averaging changes only the final evaluation, so training it again would give the same model (same
+    seed, same settings) for the compute and CO2 of a whole run.
+    """
+    base = {(r.entry, r.column, r.seed): r for r in runs if r.variant == ""}
+
+    def training(run: PlannedRun) -> tuple:
+        args = {k: v for k, v in run.args.items() if k != "tta"}
+        return (run.model, run.init, run.dataset, run.config, json.dumps(run.model_config_overrides), args)
+
+    shared = []
+    for run in runs:
+        twin = base.get((run.entry, run.column, run.seed))
+        if run.variant and twin and run.args.get("tta") != twin.args.get("tta") and training(run) == training(twin):
+            run = dataclasses.replace(run, shares_training_of=twin.slug)
+        shared.append(run)
+    return shared
 
 
 def _variant_grid(variants: dict[str, list[bool]], variant_args: dict, name: str, source: str):

@@ -283,9 +283,10 @@ def shared_training(trained_run: str, config: dict[str, Any]) -> dict[str, Any]:
     keys = (theirs.keys() | ours.keys()) - EVALUATION_ONLY_SETTINGS
     differ = sorted(k for k in keys if theirs.get(k) != ours.get(k))
     if differ:
+        named = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
         raise HfgalError(
-            f"--trained_run {trained_run} was trained with other settings ({', '.join(differ)}); only evaluation "
-            "settings such as --tta may differ"
+            f"--trained_run {trained_run} was trained with other settings ({named}); only evaluation settings "
+            "such as --tta may differ"
         )
     return results
 

@@ -168,6 +168,11 @@ CASES = [
     Case("ft-bad-int", "finetune", _ft(max_steps="abc"), 2, "--max_steps/--max-steps: invalid int value: 'abc'"),
     Case("ft-unknown-flag", "finetune", _ft("--learning-ratee", "3"), 1, "unknown argument(s) --learning-ratee 3"),
     Case("ft-abbreviated-flag", "finetune", _ft("--learning_rat", "3"), 1, "unknown argument(s) --learning_rat 3"),
+    Case("ft-trained-run-missing", "finetune", _ft("--trained_run", "{d}/nothing"), 1, "no finished run there"),
+    Case(
+        "ft-trained-run-other-settings", "finetune", _ft("--trained_run", "{d}/twin", learning_rate="0.5"), 1,
+        "was trained with other settings", setup=[_run_copy("twin")],
+    ),
     Case("ft-bad-overrides", "finetune", _ft(model_config_overrides="{depths: 1"), 1, "not valid JSON"),
     Case("ft-bad-image-size", "finetune", _ft(image_size="big"), 1, "--image_size 'big'"),
     Case("ft-not-square-tta", "finetune", _ft("--tta", "true", image_size="32x48"), 1, "square"),

@@ -282,3 +282,14 @@ def test_a_moved_run_folder_resumes_with_its_best_checkpoint(tmp_path, sample_di
     assert results["global_step"] == 4 and (moved / results["best_checkpoint"]).is_dir()
     state = json.loads((moved / "checkpoint-4" / "trainer_state.json").read_text())
     assert Path(state["best_model_checkpoint"]).parent == moved
+
+
+def test_shared_training_is_refused_when_a_training_setting_differs(tmp_path, trained_run, sample_dir):
+    out = tmp_path / "tta"
+    args = finetune_args(out, sample_dir, "convnextv2", max_steps=4, tta="true", trained_run=str(trained_run))
+    assert run_finetune_main(args) == 0  # evaluation settings may differ
+    assert json.loads((out / "results.json").read_text())["trained_by"] == trained_run.name
+    other = finetune_args(tmp_path / "other", sample_dir, "convnextv2", max_steps=4, learning_rate="0.5")
+    with pytest.raises(HfgalError, match=r"other settings \(learning_rate\); only evaluation settings"):
+        run_finetune_main([*other, "--trained_run", str(trained_run)])
+    assert not (tmp_path / "other").exists()

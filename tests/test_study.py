@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hfgal.study import run_command, run_status, run_study
@@ -140,6 +141,11 @@ def test_beyond_variants_change_one_setting_at_a_time():
     assert by_variant["tta-true"]["learning_rate"] == base["learning_rate"] == 1.0e-4
     argv = run_command(per_model[2], "/tmp/x", RECIPE, launcher="python")
     assert argv[argv.index("--tta") + 1] == "true" and argv[argv.index("--d4_augment") + 1] == "true"
+    # Test-time averaging changes only the evaluation: that run evaluates its base run's model, no other does.
+    sharing = {r.variant: r.shares_training_of for r in per_model}
+    assert sharing == {"": None, "d4_augment-false": None, "tta-true": per_model[0].slug, "linear_probe-true": None}
+    assert argv[argv.index("--trained_run") + 1] == f"/tmp/x/runs/{per_model[0].slug}"
+    assert "--trained_run" not in run_command(per_model[2], "/tmp/x", RECIPE, launcher="python", share=False)
 
 
 @pytest.mark.parametrize(
@@ -614,3 +620,41 @@ def test_smoke_study_end_to_end_survives_sigkill(tmp_path):
     text = (report / "report.md").read_text()
     assert "`broken__seed0`: exit code 1" in text and "8 of 10 runs finished, 2 failed" in text
     assert "n/a²" in (report / "table2.md").read_text()  # the Zoobot cell flagged (¹ is the ImageNet stand-in)
+
+
+def test_tta_variant_evaluates_its_base_runs_model_in_a_parallel_study(tmp_path, sample_dir, image_cache):
+    """Two jobs at once: the TTA run waits for its base run, then evaluates its model instead of training again."""
+    from safetensors.torch import load_file
+
+    study = {
+        "name": "share",
+        "dataset": str(sample_dir),
+        "seeds": [0],
+        "defaults": {
+            "image_size": "32", "max_steps": 4, "per_device_train_batch_size": 16, "eval_strategy": "steps",
+            "eval_steps": 2, "save_strategy": "steps", "save_steps": 2, "use_cpu": True,
+            "dataloader_num_workers": 0, "report_to": "none", "disable_tqdm": True,
+        },
+        "variants": {"tta": [False, True]},
+        "runs": [
+            {
+                "name": "convnextv2-nano", "table": 1, "model": "convnextv2-nano", "init": "scratch",
+                "model_config_overrides": {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]},
+            }
+        ],
+    }  # fmt: skip
+    config = _write(tmp_path / "share.yaml", study)
+    out = tmp_path / "study"
+    assert run_study(config, out, recipe=RECIPE, launcher=sys.executable, jobs=2, report=False) == 0
+    base, tta = out / "runs" / "convnextv2-nano__seed0", out / "runs" / "convnextv2-nano__tta-true__seed0"
+    trained = json.loads((base / "results.json").read_text())
+    shared = json.loads((tta / "results.json").read_text())
+    assert shared["trained_by"] == base.name and (trained["tta"], shared["tta"]) == (False, True)
+    for key in ("global_step", "best_checkpoint", "train_seconds", "params_total", "model", "init"):
+        assert shared[key] == trained[key], key
+    assert shared["carbon"]["train"] == trained["carbon"]["train"]
+    assert shared["test"]["num_examples"] == trained["test"]["num_examples"] == 10
+    assert not list(tta.glob("checkpoint-*"))  # nothing was trained there
+    weights, base_weights = load_file(tta / "model.safetensors"), load_file(base / "model.safetensors")
+    assert all(torch.equal(weights[k], base_weights[k]) for k in base_weights)
+    assert f"--trained_run {base}" in (tta / "study_run.log").read_text()
