@@ -283,11 +283,16 @@ def _summary(results: dict, config: dict, title: str, dataset_id: str | None) ->
     )
     test = results["test"]
     lo, hi = (test.get("accuracy_ci95") or [None, None])[:2]
+    evaluated = "evaluated once on the test split"
+    if results.get("tta"):
+        evaluated += " averaging the 8 dihedral views of each image"
+    if results.get("trained_by"):
+        evaluated += f" (the training is that of the run `{results['trained_by']}`, which differs only in evaluation)"
     return (
         f"**{title}** sorts galaxy images into the 10 morphology classes of Galaxy10 DECaLS. It is {how} on {data}, "
         f"with seed {results.get('seed', 'n/a')}.{augment} The checkpoint with the best validation accuracy was kept "
-        f"and evaluated once on the test split: accuracy {_pct(test['accuracy'])} (95 % CI {_pct(lo)} – "
-        f"{_pct(hi)}), macro-F1 {_num(test['macro_f1'])}."
+        f"and {evaluated}: accuracy {_pct(test['accuracy'])} (95 % CI {_pct(lo)} – {_pct(hi)}), macro-F1 "
+        f"{_num(test['macro_f1'])}."
     )
 
 

@@ -289,6 +289,8 @@ def test_shared_training_is_refused_when_a_training_setting_differs(tmp_path, tr
     args = finetune_args(out, sample_dir, "convnextv2", max_steps=4, tta="true", trained_run=str(trained_run))
     assert run_finetune_main(args) == 0  # evaluation settings may differ
     assert json.loads((out / "results.json").read_text())["trained_by"] == trained_run.name
+    card = (out / "README.md").read_text()
+    assert f"the training is that of the run `{trained_run.name}`" in card and "8 dihedral views of each" in card
     other = finetune_args(tmp_path / "other", sample_dir, "convnextv2", max_steps=4, learning_rate="0.5")
     with pytest.raises(HfgalError, match=r"other settings \(learning_rate\); only evaluation settings"):
         run_finetune_main([*other, "--trained_run", str(trained_run)])
