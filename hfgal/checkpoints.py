@@ -1,7 +1,8 @@
-"""Resuming a fine-tuning run: which checkpoint to continue from, and refusing torn or unsafe ones.
+"""Reusing training: resuming a run from its last complete checkpoint, or sharing a finished run's training.
 
 A run killed at any point resumes from its last complete checkpoint (`--resume_from_checkpoint true`); a save that
-was interrupted is recognised and skipped, and a corrupted checkpoint gives one line naming it.
+was interrupted is recognised and skipped, and a corrupted checkpoint gives one line naming it. A run that differs
+from a finished one only in evaluation (`--tta`) evaluates that run's selected model (`--trained_run`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .utils import HfgalError, atomic_write_json
 
@@ -106,3 +108,57 @@ def _check_checkpoint(ckpt: Path) -> None:
             raise HfgalError(f"checkpoint {ckpt} is corrupted ({w.name} unreadable); {hint}") from None
     if os.path.getsize(weights[0]) == 0:
         raise HfgalError(f"checkpoint {ckpt} is corrupted ({weights[0].name} empty); {hint}")
+
+
+# --------------------------------------------------------------------------- shared training
+
+
+# Settings that do not change what is trained: a run may share the training of one that differs only in these.
+EVALUATION_ONLY_SETTINGS = frozenset(
+    {"tta", "trained_run", "output_dir", "run_name", "logging_dir", "overwrite_output_dir", "resume_from_checkpoint"}
+    | {"push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "per_device_eval_batch_size"}
+    | {"dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor", "disable_tqdm"}
+    | {"report_to", "image_cache_dir", "license"}
+)
+
+
+# What a run sharing another's training takes from that run's results.json.
+TRAINING_RECORD = (
+    "model", "model_type", "base_model", "init", "params_total", "params_trainable",
+    "best_checkpoint", "global_step", "epochs", "train_seconds", "train_images_per_second",
+)  # fmt: skip
+
+
+def shared_training(trained_run: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The results of the finished run `trained_run`, after checking it was trained exactly as `config` asks.
+
+    Args:
+        trained_run: its folder (results.json and config.yaml inside).
+        config: this run's `resolved_config`.
+
+    Returns:
+        Its results.json.
+
+    Raises:
+        HfgalError: the folder holds no finished run, or it was trained with other settings (named).
+    """
+    import yaml
+
+    folder = Path(trained_run)
+    try:
+        results = json.loads((folder / "results.json").read_text())
+        theirs = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        results, theirs = None, None
+    if not isinstance(results, dict) or results.get("complete") is not True or not isinstance(theirs, dict):
+        raise HfgalError(f"--trained_run {trained_run}: no finished run there (results.json, config.yaml); run it")
+    ours = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))  # the types config.yaml holds
+    keys = (theirs.keys() | ours.keys()) - EVALUATION_ONLY_SETTINGS
+    differ = sorted(k for k in keys if theirs.get(k) != ours.get(k))
+    if differ:
+        named = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+        raise HfgalError(
+            f"--trained_run {trained_run} was trained with other settings ({named}); only evaluation settings "
+            "such as --tta may differ"
+        )
+    return results

@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -238,57 +237,6 @@ def resolved_config(model_args, data_args, training_args) -> dict[str, Any]:
     init_fields = {f.name for f in fields(GZ10TrainingArguments) if f.init}
     config.update({k: v for k, v in train.items() if k in init_fields})
     return config
-
-
-# Settings that do not change what is trained: a run may share the training of one that differs only in these.
-EVALUATION_ONLY_SETTINGS = frozenset(
-    {"tta", "trained_run", "output_dir", "run_name", "logging_dir", "overwrite_output_dir", "resume_from_checkpoint"}
-    | {"push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "per_device_eval_batch_size"}
-    | {"dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor", "disable_tqdm"}
-    | {"report_to", "image_cache_dir", "license"}
-)
-
-
-# What a run sharing another's training takes from that run's results.json.
-TRAINING_RECORD = (
-    "model", "model_type", "base_model", "init", "params_total", "params_trainable",
-    "best_checkpoint", "global_step", "epochs", "train_seconds", "train_images_per_second",
-)  # fmt: skip
-
-
-def shared_training(trained_run: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The results of the finished run `trained_run`, after checking it was trained exactly as `config` asks.
-
-    Args:
-        trained_run: its folder (results.json and config.yaml inside).
-        config: this run's `resolved_config`.
-
-    Returns:
-        Its results.json.
-
-    Raises:
-        HfgalError: the folder holds no finished run, or it was trained with other settings (named).
-    """
-    import yaml
-
-    folder = Path(trained_run)
-    try:
-        results = json.loads((folder / "results.json").read_text())
-        theirs = yaml.safe_load((folder / "config.yaml").read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        results, theirs = None, None
-    if not isinstance(results, dict) or results.get("complete") is not True or not isinstance(theirs, dict):
-        raise HfgalError(f"--trained_run {trained_run}: no finished run there (results.json, config.yaml); run it")
-    ours = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))  # the types config.yaml holds
-    keys = (theirs.keys() | ours.keys()) - EVALUATION_ONLY_SETTINGS
-    differ = sorted(k for k in keys if theirs.get(k) != ours.get(k))
-    if differ:
-        named = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
-        raise HfgalError(
-            f"--trained_run {trained_run} was trained with other settings ({named}); only evaluation settings "
-            "such as --tta may differ"
-        )
-    return results
 
 
 # --------------------------------------------------------------------------- data path

@@ -17,13 +17,12 @@ from pathlib import Path
 from transformers import EarlyStoppingCallback, ViTImageProcessor, set_seed
 
 from hfgal.carbon import CarbonCallback, with_shared_training
-from hfgal.checkpoints import resolve_resume
+from hfgal.checkpoints import TRAINING_RECORD, resolve_resume, shared_training
 from hfgal.confusion import plot_confusion_matrix
 from hfgal.data import load_gz10
 from hfgal.metrics import compute_gz10_metrics, compute_metrics_fn
 from hfgal.models import freeze_backbone, load_model
 from hfgal.training import (
-    TRAINING_RECORD,
     GZ10Trainer,
     cached_split,
     collate_uint8,
@@ -35,7 +34,6 @@ from hfgal.training import (
     parse_image_size,
     predict_labels,
     resolved_config,
-    shared_training,
     versions_info,
 )
 from hfgal.utils import HfgalError, atomic_write_json, atomic_write_text, keep_freed_memory, run_cli
