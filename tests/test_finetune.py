@@ -295,3 +295,11 @@ def test_shared_training_is_refused_when_a_training_setting_differs(tmp_path, tr
     with pytest.raises(HfgalError, match=r"other settings \(learning_rate\); only evaluation settings"):
         run_finetune_main([*other, "--trained_run", str(trained_run)])
     assert not (tmp_path / "other").exists()
+
+
+def test_every_recipe_yaml_has_its_launch_command_in_the_recipes_readme():
+    readme = (REPO_ROOT / "recipes" / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if "`accelerate launch" in line or "`python recipes/" in line]
+    for path in sorted((REPO_ROOT / "recipes").rglob("*.yaml")):
+        rel = path.relative_to(REPO_ROOT).as_posix()
+        assert any(rel in line for line in commands), f"{rel} has no launch command in recipes/README.md"
