@@ -247,9 +247,7 @@ class CarbonCallback(TrainerCallback):
         hardware = dict(self._hardware)
         if gather:
             phases, hardware = _gather(phases, hardware)
-        result: dict[str, Any] = dict(phases)
-        for key in _PHASE_FIELDS:
-            result[key] = float(sum(values[key] for values in phases.values()))
+        result = _with_totals(phases)
         result.update(
             country_iso_code=self.country_iso_code,
             region=self.region,
@@ -304,10 +302,16 @@ def with_shared_training(summary: dict[str, Any], trained: dict[str, Any]) -> di
         summary: this run's `CarbonCallback.summary()` (evaluation only).
         trained: the `carbon` dict of the run whose training is shared.
     """
-    result = {key: value for key, value in summary.items() if key != "train"}
+    phases = {name: value for name, value in summary.items() if isinstance(value, dict) and name != "train"}
     if isinstance(trained.get("train"), dict):
-        result = {"train": {key: float(trained["train"].get(key) or 0.0) for key in _PHASE_FIELDS}, **result}
-    phases = [value for value in result.values() if isinstance(value, dict)]
+        phases = {"train": {key: float(trained["train"].get(key) or 0.0) for key in _PHASE_FIELDS}, **phases}
+    setting = {key: value for key, value in summary.items() if key not in phases and key not in _PHASE_FIELDS}
+    return {**_with_totals(phases), **setting}
+
+
+def _with_totals(phases: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The phases followed by their sums: kg CO2eq, kWh and seconds over all phases."""
+    result: dict[str, Any] = dict(phases)
     for key in _PHASE_FIELDS:
-        result[key] = float(sum(phase[key] for phase in phases))
+        result[key] = float(sum(values[key] for values in phases.values()))
     return result

@@ -284,7 +284,7 @@ def layer_groups(model: Any) -> list[list[str]]:
     return [g for g in groups if g]
 
 
-def freeze_unused_parameters(model: Any, image_size: tuple[int, int], device: Any = None) -> list[str]:
+def freeze_unused_parameters(model: Any, image_size: tuple[int, int]) -> list[str]:
     """Freeze trainable parameters that no forward pass of image classification reaches; returns their names.
 
     DDP must otherwise search the autograd graph for unused parameters at every step (`find_unused_parameters`),
@@ -298,7 +298,7 @@ def freeze_unused_parameters(model: Any, image_size: tuple[int, int], device: An
     was_training = model.training
     model.eval()
     param = next(model.parameters())
-    x = torch.zeros(1, 3, *image_size, device=device or param.device, dtype=param.dtype)
+    x = torch.zeros(1, 3, *image_size, device=param.device, dtype=param.dtype)
     try:
         model(pixel_values=x).logits.float().sum().backward()
         unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]

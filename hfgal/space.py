@@ -182,20 +182,18 @@ def pinned_requirements() -> str:
     return "\n".join(lines) + "\n"
 
 
-def copy_hfgal_source(dest: Path) -> int:
-    """Copy the installed hfgal package's Python sources (subpackages included) into `dest`; returns the count.
+def copy_hfgal_source(dest: Path) -> None:
+    """Copy the installed hfgal package's Python sources (subpackages included) into `dest`.
 
     Works from a wheel and from an editable checkout alike: it copies what `import hfgal` runs. Card templates
     and caches stay behind (the demo renders no cards).
     """
     package = Path(__file__).resolve().parent
-    files = sorted(package.rglob("*.py")) + [package / "py.typed"]
-    for f in files:
+    for f in [*package.rglob("*.py"), package / "py.typed"]:
         if f.is_file() and "__pycache__" not in f.parts:
             target = dest / f.relative_to(package)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, target)
-    return len(files)
 
 
 def render_app(served: list[str], title: str) -> str:

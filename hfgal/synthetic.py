@@ -25,9 +25,6 @@ from .utils import HfgalError
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
-# Bumped whenever rendering changes, so cached synthetic datasets are never silently reused across versions.
-GENERATOR_VERSION = 1
-
 PROPORTIONS = ("gz10", "balanced")
 
 # Band weights (z, r, g) shown as (R, G, B): old stellar populations are red/yellow, star formation is blue.
@@ -584,5 +581,5 @@ def gz10_synthetic(
         cache_dir=cache_dir,
         # The datasets cache must tell apart seeds, proportions and renderers of the same size: the renderer is
         # identified by this module's source, so no edit can leave a stale cache behind a forgotten version bump.
-        fingerprint=f"synthetic:{n}:seed={seed}:{proportions}:v{GENERATOR_VERSION}:{renderer_digest()}",
+        fingerprint=f"synthetic:{n}:seed={seed}:{proportions}:{renderer_digest()}",
     )
