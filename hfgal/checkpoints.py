@@ -144,13 +144,14 @@ def shared_training(trained_run: str, config: dict[str, Any]) -> dict[str, Any]:
     """
     import yaml
 
-    folder = Path(trained_run)
+    from .study import read_results
+
+    results = read_results(trained_run)
     try:
-        results = json.loads((folder / "results.json").read_text())
-        theirs = yaml.safe_load((folder / "config.yaml").read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        results, theirs = None, None
-    if not isinstance(results, dict) or results.get("complete") is not True or not isinstance(theirs, dict):
+        theirs = yaml.safe_load((Path(trained_run) / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        theirs = None
+    if results is None or not isinstance(theirs, dict):
         raise HfgalError(f"--trained_run {trained_run}: no finished run there (results.json, config.yaml); run it")
     ours = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))  # the types config.yaml holds
     keys = (theirs.keys() | ours.keys()) - EVALUATION_ONLY_SETTINGS
