@@ -1,4 +1,5 @@
-"""Classifying galaxy images with a fine-tuned checkpoint: `load_classifier`, `GalaxyClassifier`, `hfgal predict`.
+"""Classifying galaxy images with a fine-tuned checkpoint: `load_classifier` and `GalaxyClassifier` (the library
+behind `hfgal predict`, the demo and the Space).
 
 A checkpoint is anything `AutoModelForImageClassification.from_pretrained` loads (an hfgal run folder, a Hub repo
 pushed by hfgal, a timm model through TimmWrapper, the study authors' `*-finetuned-galaxy10-decals` repos).
@@ -8,13 +9,9 @@ Images are prepared exactly like the training cache: whole image resized to a sq
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import os
 import re
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .constants import GZ10_CLASSES
-from .imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, collect_image_paths, fits_to_rgb, load_image
-from .utils import HfgalError, atomic_write_text
+from .data.imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, fits_to_rgb, load_image
+from .errors import HfgalError
+from .hub_access import is_hub_id
+from .train.results import MODEL_CONFIG_FILE, check_model_folder
 
 if TYPE_CHECKING:
     import torch
@@ -35,13 +34,10 @@ __all__ = [
     "fits_to_rgb",
     "load_classifier",
     "load_image",
-    "register_cli",
 ]
 
 logger = logging.getLogger(__name__)
 
-_WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json")
-_WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
 
 
@@ -96,8 +92,8 @@ class GalaxyClassifier:
         """
         import torch
 
-        from .augment import normalize
-        from .cache import resize_rgb
+        from .data.augment import normalize
+        from .data.cache import resize_rgb
 
         size = (self.image_size, self.image_size)
         # The same resize as the training cache, so served pixels match the pixels the model was trained on.
@@ -120,7 +116,7 @@ class GalaxyClassifier:
         """
         import torch
 
-        from .augment import dihedral_view
+        from .data.augment import dihedral_view
 
         if batch_size < 1:
             raise HfgalError(f"batch_size must be at least 1, got {batch_size}")
@@ -159,12 +155,13 @@ class GalaxyClassifier:
         if top_k < 1:
             raise HfgalError(f"top_k must be at least 1, got {top_k}")
         probs = self.predict_proba(images, tta=tta, batch_size=batch_size)
-        return [self._top_k(row, top_k) for row in probs]
+        return [self.ranked_labels(row, top_k) for row in probs]
 
     __call__ = predict
 
-    def _top_k(self, row: np.ndarray, top_k: int) -> list[dict[str, Any]]:
-        order = np.argsort(-row, kind="stable")[: min(top_k, len(row))]
+    def ranked_labels(self, row: np.ndarray, k: int) -> list[dict[str, Any]]:
+        """The `k` best labels of one row of `predict_proba`, best first, as `{"label", "score"}`."""
+        order = np.argsort(-row, kind="stable")[: min(k, len(row))]
         return [{"label": self.id2label[int(i)], "score": float(row[i])} for i in order]
 
 
@@ -224,7 +221,7 @@ def load_classifier(
         load_from = source
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
     where = f"{source!r}" + (f" (revision {revision!r})" if revision else "")
-    from .models import strip_timm_num_classes
+    from .models.loading import strip_timm_num_classes
 
     with _no_safetensors_conversion():
         try:
@@ -267,14 +264,12 @@ def _resolve_device(device: Any) -> torch.device:
 
 def _local_weights(folder: Path) -> bool:
     """`use_safetensors` for a local folder: True when it has safetensors, False for a pickle-only one."""
-    if not (folder / "config.json").is_file():
-        raise HfgalError(f"{folder} has no config.json; pass a run folder or a saved transformers/timm model")
-    if any((folder / name).is_file() for name in _WEIGHT_FILES_SAFE):
-        return True
-    if any((folder / name).is_file() for name in _WEIGHT_FILES_PICKLE):
+    hint = "pass a run folder or a saved transformers/timm model"
+    weights = check_model_folder(folder, hint=hint, allow_pickle=True)
+    if not weights[0].endswith((".safetensors", ".safetensors.index.json")):
         logger.warning("%s has only pickled weights; loading them with torch.load(weights_only=True)", folder)
         return False
-    raise HfgalError(f"{folder} has no model.safetensors; pass a folder written by save_pretrained or a run folder")
+    return True
 
 
 def _check_hub_id(source: str, revision: str | None) -> None:
@@ -283,19 +278,15 @@ def _check_hub_id(source: str, revision: str | None) -> None:
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
-        HFValidationError,
         RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-    from huggingface_hub.utils import validate_repo_id
 
-    try:
-        validate_repo_id(source)
-    except HFValidationError:
-        raise HfgalError(f"{source}: no such model folder (and not a Hub repo id); check the path") from None
+    if not is_hub_id(source):
+        raise HfgalError(f"{source}: no such model folder (and not a Hub repo id); check the path")
     hint = "check the id, or pass a local folder holding config.json and model.safetensors"
-    if isinstance(try_to_load_from_cache(source, "config.json", revision=revision), str):
+    if isinstance(try_to_load_from_cache(source, MODEL_CONFIG_FILE, revision=revision), str):
         return  # in the local cache: from_pretrained revalidates online and falls back to it offline
     if constants.is_offline_mode():
         raise HfgalError(
@@ -305,7 +296,7 @@ def _check_hub_id(source: str, revision: str | None) -> None:
     try:
         # The HEAD request the download would start with, but without retries: a wrong id or a missing network
         # answers here in seconds instead of after the download's minute of backoff.
-        get_hf_file_metadata(hf_hub_url(source, "config.json", revision=revision), timeout=10)
+        get_hf_file_metadata(hf_hub_url(source, MODEL_CONFIG_FILE, revision=revision), timeout=10)
     except GatedRepoError:
         raise HfgalError(f"{source!r} is gated; accept its terms on the Hub and log in (hf auth login)") from None
     except RepositoryNotFoundError:
@@ -359,7 +350,7 @@ def _load_error(where: str, err: Exception) -> HfgalError:
 def _image_settings(load_from: str, model: Any, kwargs: dict) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
     from transformers import AutoImageProcessor
 
-    from .models import IMAGENET_MEAN, IMAGENET_STD, image_settings
+    from .models.loading import IMAGENET_MEAN, IMAGENET_STD, image_settings
 
     try:
         processor = AutoImageProcessor.from_pretrained(load_from, **kwargs)
@@ -393,90 +384,3 @@ def _id2label(config: Any) -> dict[int, str]:
         logger.warning("the model has generic labels LABEL_0..9; reading them as the 10 GZ10 classes in order")
         id2label = dict(enumerate(GZ10_CLASSES))
     return id2label
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add `hfgal predict` to the `hfgal` command line."""
-    parser = subparsers.add_parser(
-        "predict",
-        help="classify galaxy images (JPEG, PNG, TIFF, FITS) with a GZ10 model",
-        description="Classify galaxy images or folders of them with a fine-tuned model and write a CSV "
-        "(path, label, probability, top_k).",
-    )
-    parser.add_argument("--model", required=True, help="Hub repo id or local run folder")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
-    parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips of each image")
-    parser.add_argument("--top-k", type=int, default=5, help="labels listed in the top_k column (default 5)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    parser.add_argument("--output", "-o", help="CSV file to write (atomically); printed to stdout when omitted")
-    parser.add_argument("--revision", help="Hub branch, tag or commit of --model")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="allow custom modelling code from the model repo"
-    )
-    parser.set_defaults(func=predict_command)
-
-
-def predict_command(args: Any) -> int:
-    """Handler of `hfgal predict`: classify every image, write the CSV, exit 1 if any image was unreadable."""
-    from tqdm import tqdm
-
-    if args.top_k < 1:
-        raise HfgalError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.batch_size < 1:
-        raise HfgalError(f"--batch-size must be at least 1, got {args.batch_size}")
-    files = collect_image_paths(args.paths)
-    classifier = load_classifier(
-        args.model, args.revision, device=args.device, trust_remote_code=args.trust_remote_code
-    )
-    top_k = min(args.top_k, classifier.num_labels)
-    rows: list[list[str]] = []
-    failed: list[tuple[Path, str]] = []
-    started = time.perf_counter()
-    with tqdm(total=len(files), unit="img", desc="hfgal predict", file=sys.stderr, disable=None) as bar:
-        for start in range(0, len(files), args.batch_size):
-            chunk, images = [], []
-            for path in files[start : start + args.batch_size]:
-                try:
-                    images.append(load_image(path))
-                    chunk.append(path)
-                except HfgalError as err:
-                    failed.append((path, str(err)))
-                    tqdm.write(f"hfgal: warning: skipping {err}", file=sys.stderr)
-            if images:
-                probs = classifier.predict_proba(images, tta=args.tta, batch_size=args.batch_size)
-                for path, row in zip(chunk, probs, strict=True):
-                    best = classifier._top_k(row, top_k)
-                    top = ";".join(f"{p['label']}:{p['score']:.4f}" for p in best)
-                    rows.append([str(path), best[0]["label"], f"{best[0]['score']:.6f}", top])
-            bar.update(len(files[start : start + args.batch_size]))
-    text = _csv_text(rows)
-    if args.output:
-        atomic_write_text(args.output, text)
-        logger.info("wrote %d predictions to %s", len(rows), args.output)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    elapsed = time.perf_counter() - started
-    print(
-        f"hfgal: classified {len(rows)} image(s) in {elapsed:.1f}s with {classifier.source}"
-        + (f" -> {args.output}" if args.output else ""),
-        file=sys.stderr,
-    )
-    if failed:
-        print(f"hfgal: {len(failed)} file(s) could not be read and were skipped:", file=sys.stderr)
-        for path, _ in failed:
-            print(f"  {path}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _csv_text(rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "probability", "top_k"])
-    writer.writerows(rows)
-    return buffer.getvalue()

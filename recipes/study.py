@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hfgal.study import DEFAULT_LAUNCHER, run_study
-from hfgal.utils import OneLineUsageErrors, run_cli
+from hfgal.errors import OneLineUsageErrors, run_cli
+from hfgal.study.runner import DEFAULT_LAUNCHER, run_study
 
 
 class StudyArgumentParser(OneLineUsageErrors, argparse.ArgumentParser):

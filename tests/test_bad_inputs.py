@@ -23,9 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import FINETUNE, REPO_ROOT, finetune_args, write_gz10_h5
+from fixtures.finetune import FINETUNE, REPO_ROOT, finetune_args
+from fixtures.gz10 import write_gz10_h5
 from hfgal import GZ10_CLASSES
-from hfgal.utils import run_cli
+from hfgal.errors import run_cli
+from hfgal.train.args import parse_args
 
 STUDY = REPO_ROOT / "recipes" / "study.py"
 
@@ -285,7 +287,7 @@ def scripts() -> dict:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A finished run folder (tiny random ConvNeXt V2, GZ10 labels, results.json, card)."""
-    from run_fixture import make_run_dir
+    from fixtures.runs import make_run_dir
 
     return make_run_dir(tmp_path_factory.mktemp("bad-input-runs") / "run", image_size=32)
 
@@ -300,7 +302,7 @@ def _invoke(case: Case, argv: list[str], scripts: dict, monkeypatch) -> int:
             main(argv)
         elif case.tool == "finetune":
             monkeypatch.setattr(sys, "argv", [str(FINETUNE), *argv])  # argparse names itself after argv[0]
-            run_cli(lambda: scripts["finetune"].main(full[1:]), full, prog="finetune.py")
+            run_cli(lambda: scripts["finetune"].main(*parse_args(full[1:])), full, prog="finetune.py")
         else:
             monkeypatch.setattr(sys, "argv", full)
             run_cli(scripts["study"].main, prog="study.py")
@@ -366,6 +368,7 @@ def _command(tool: str) -> list[str]:
     }[tool]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tool, argv, code, needle", REAL, ids=[f"{t}-{c}" for t, _, c, _ in REAL])
 def test_console_stderr_is_exactly_one_line(tool, argv, code, needle, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}

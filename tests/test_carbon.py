@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from hfgal.carbon import CarbonCallback
-from hfgal.utils import HfgalError
+from hfgal.errors import HfgalError
+from hfgal.train.carbon import CarbonCallback
 
 SUMMARY_KEYS = {
     "train",
@@ -93,11 +93,11 @@ def test_trainer_run_is_measured_offline_without_writing_files(tmp_path, monkeyp
     trainer = Trainer(model=model, args=args, train_dataset=dataset, eval_dataset=dataset, callbacks=[callback])
     trainer.train()
     assert not torch.equal(initial, model.linear.weight.detach())  # it really trained
-    after_train = callback.summary()
+    after_train = callback.summary().to_dict()
     with callback.track("eval"):
         metrics = trainer.evaluate()
     assert metrics["eval_loss"] > 0
-    summary = callback.summary()
+    summary = callback.summary().to_dict()
 
     assert set(summary) == SUMMARY_KEYS
     assert summary["train"] == after_train["train"]  # the eval phase did not add to training
@@ -126,7 +126,7 @@ def test_country_changes_emissions_not_energy_accounting():
     usa = CarbonCallback(country_iso_code="USA")
     with usa.track("eval"):
         _busy(0.3)
-    s = usa.summary()
+    s = usa.summary().to_dict()
     # The USA grid is far more carbon-intensive than France's (about 0.38 vs 0.06 kg/kWh in codecarbon's table).
     assert s["emissions_kg"] / s["energy_kwh"] > 0.2
     assert s["country_iso_code"] == "USA"
@@ -136,12 +136,12 @@ def test_phases_add_up_and_names_are_checked():
     callback = CarbonCallback()
     with callback.track("eval"):
         _busy(0.1)
-    first = callback.summary()["eval"]["duration_s"]
+    first = callback.summary().to_dict()["eval"]["duration_s"]
     with callback.track("eval"):
         _busy(0.1)
     with callback.track("predict"):
         _busy(0.05)
-    s = callback.summary()
+    s = callback.summary().to_dict()
     assert s["eval"]["duration_s"] > first >= 0.1
     assert s["predict"]["duration_s"] >= 0.05
     assert s["duration_s"] == pytest.approx(sum(s[p]["duration_s"] for p in ("train", "eval", "predict")))
@@ -158,7 +158,7 @@ def test_disabled_is_a_no_op_with_the_same_schema():
     callback = CarbonCallback(enabled=False)
     with callback.track("eval"):
         _busy(0.05)
-    s = callback.summary(gather=True)
+    s = callback.summary(gather=True).to_dict()
     assert set(s) == SUMMARY_KEYS
     assert s["train"] == s["eval"] == {"emissions_kg": 0.0, "energy_kwh": 0.0, "duration_s": 0.0}
     assert s["emissions_kg"] == s["energy_kwh"] == s["duration_s"] == 0.0
@@ -182,15 +182,15 @@ def test_codecarbon_failure_warns_once_and_reports_zero(monkeypatch, caplog):
     # codecarbon catches this inside start() and only logs it: the callback must notice by itself.
     monkeypatch.setattr(ResourceTracker, "set_CPU_GPU_ram_tracking", no_hardware)
     callback = CarbonCallback()
-    with caplog.at_level(logging.WARNING, logger="hfgal.carbon"):
+    with caplog.at_level(logging.WARNING, logger="hfgal.train.carbon"):
         with callback.track("eval"):
             _busy(0.05)
         with callback.track("eval"):
             _busy(0.05)
-    s = callback.summary()
+    s = callback.summary().to_dict()
     assert s["eval"]["energy_kwh"] == s["eval"]["emissions_kg"] == 0.0
     assert s["eval"]["duration_s"] >= 0.1
-    warnings = [r for r in caplog.records if r.name == "hfgal.carbon"]
+    warnings = [r for r in caplog.records if r.name == "hfgal.train.carbon"]
     assert len(warnings) == 1 and "codecarbon could not start" in warnings[0].getMessage()
 
 
@@ -199,7 +199,7 @@ def test_only_local_rank_zero_measures(monkeypatch):
     callback = CarbonCallback()
     with callback.track("eval"):
         _busy(0.05)
-    s = callback.summary()
+    s = callback.summary().to_dict()
     assert s["eval"]["energy_kwh"] == 0.0 and s["eval"]["duration_s"] >= 0.05
     assert s["cpu_model"] is None
 
@@ -223,7 +223,8 @@ def _gather_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             callback = CarbonCallback(measure_power_secs=5)
             with callback.track("eval"):
                 _busy(0.2 + 0.2 * rank)
-            results[setting] = {"local": callback.summary(), "gathered": callback.summary(gather=True)}
+            local, gathered = callback.summary().to_dict(), callback.summary(gather=True).to_dict()
+            results[setting] = {"local": local, "gathered": gathered}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()

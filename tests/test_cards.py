@@ -14,13 +14,14 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard, ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from run_fixture import make_config, make_results, make_run_dir
 
-from hfgal.cards import render_model_card, write_model_card
-from hfgal.confusion import most_confused_pairs
+from fixtures.runs import make_config, make_results, make_run_dir
 from hfgal.constants import GZ10_CLASSES, GZ10_DESCRIPTIONS
-from hfgal.dataset_card import render_dataset_card
-from hfgal.utils import HfgalError
+from hfgal.data.card import render_dataset_card
+from hfgal.errors import HfgalError
+from hfgal.hub.card import render_model_card, write_model_card
+from hfgal.train.confusion import most_confused_pairs
+from hfgal.train.results import RunRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "astro-user/gz10-convnextv2-nano"
@@ -129,7 +130,7 @@ def test_model_card_body_carries_the_results(fresh_run):
 
 def test_scratch_run_without_carbon_renders():
     results = make_results(model="convnextv2-nano", base_model=None, init="scratch", emissions_kg=0.0)
-    card = render_model_card(results, make_config(results), repo_id=None)
+    card = render_model_card(RunRecord.from_dict(results), make_config(results), repo_id=None)
     meta = card.data.to_dict()
     assert "base_model" not in meta and "co2_eq_emissions" not in meta
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == results["test"]["accuracy"]
@@ -144,19 +145,19 @@ def test_scratch_run_without_carbon_renders():
 def test_zoobot_run_carries_leakage_caveat_and_timm_tag():
     zoobot = "mwalmsley/zoobot-encoder-convnext_nano"
     results = make_results(model=zoobot, base_model=zoobot, model_type="timm_wrapper")
-    card = render_model_card(results, {"license": "mit"}, repo_id=REPO_ID)
+    card = render_model_card(RunRecord.from_dict(results), {"license": "mit"}, repo_id=REPO_ID)
     assert "Possible test leakage through Zoobot" in str(card)
     assert card.data.tags == ["image-classification", "astronomy", "galaxy-morphology", "hfgal", "timm"]
     assert card.data.base_model == zoobot
     assert card.data.license == "mit"
 
     imagenet = make_results(model="timm/convnext_nano.in12k_ft_in1k", base_model="timm/convnext_nano.in12k_ft_in1k")
-    assert "Zoobot" not in str(render_model_card(imagenet, {}, repo_id=REPO_ID))
+    assert "Zoobot" not in str(render_model_card(RunRecord.from_dict(imagenet), {}, repo_id=REPO_ID))
 
 
 def test_synthetic_run_is_flagged_and_names_no_hub_dataset():
     results = make_results(dataset="synthetic:600")
-    card = render_model_card(results, make_config(results), repo_id=REPO_ID)
+    card = render_model_card(RunRecord.from_dict(results), make_config(results), repo_id=REPO_ID)
     assert card.data.datasets is None
     assert card.data.eval_results[0].dataset_type == "synthetic"
     assert "**Synthetic data.**" in str(card)
@@ -223,6 +224,7 @@ def test_write_model_card_refuses_unfinished_runs(fresh_run, how):
     assert not (fresh_run / "README.md").exists()
 
 
+@pytest.mark.slow
 def test_card_cli_writes_the_card(fresh_run):
     proc = _cli("card", str(fresh_run), "--repo-id", REPO_ID)
     assert proc.returncode == 0, proc.stderr
@@ -230,6 +232,7 @@ def test_card_cli_writes_the_card(fresh_run):
     assert ModelCard.load(fresh_run / "README.md").data.model_name == "gz10-convnextv2-nano"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["no-results", "incomplete"])
 def test_card_cli_errors_are_one_line(fresh_run, how):
     expected = _break(fresh_run, how)
@@ -239,6 +242,7 @@ def test_card_cli_errors_are_one_line(fresh_run, how):
     assert expected in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_card_cli_rejects_bad_repo_id(fresh_run):
     proc = _cli("card", str(fresh_run), "--repo-id", "bad..id")
     assert proc.returncode == 1 and proc.stderr.startswith("hfgal: error: invalid repo id 'bad..id'")
@@ -317,7 +321,7 @@ def test_dataset_card_needs_counts():
 def test_local_dataset_run_names_no_hub_dataset_and_hides_local_paths():
     results = make_results(dataset="/home/someone/gz10/Galaxy10_DECals.h5")
     results["split_scheme"] = "default"
-    card = render_model_card(results, {}, repo_id=REPO_ID)
+    card = render_model_card(RunRecord.from_dict(results), {}, repo_id=REPO_ID)
     assert card.data.datasets is None
     assert card.data.eval_results[0].dataset_type == "galaxy10_decals"
     assert "(local copy `Galaxy10_DECals.h5`), split with hfgal's `default` scheme" in card.text

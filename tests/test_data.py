@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import sample_rows, write_gz10_h5
+from fixtures.gz10 import real_coordinates, sample_rows, write_gz10_h5
 from hfgal import GZ10_CLASSES, GZ10_DESCRIPTIONS
-from hfgal.data import gz10_features, gz10_from_h5, load_gz10
-from hfgal.split import SPLITS, gz10_split
-from hfgal.utils import HfgalError
+from hfgal.data.build import gz10_features
+from hfgal.data.sources import gz10_from_h5, load_gz10
+from hfgal.data.split import SPLITS, gz10_split
+from hfgal.errors import HfgalError
 
 
 def _split_of(dsd) -> dict[int, str]:
@@ -59,26 +60,19 @@ def test_split_deterministic_and_poster_scheme(gz10_h5_arrays):
     a = gz10_h5_arrays
     one = gz10_split(a["labels"], a["ra"], a["dec"], seed=3)
     two = gz10_split(a["labels"], a["ra"], a["dec"], seed=3)
-    other = gz10_split(a["labels"], a["ra"], a["dec"], seed=4)
     assert all(np.array_equal(one[s], two[s]) for s in SPLITS)
-    assert not all(np.array_equal(one[s], other[s]) for s in SPLITS)
+    # 30 galaxies in tight groups leave one way to split them; 300 leave room for the seed to matter.
+    labels = np.repeat(np.arange(10), 30)
+    assert not all(np.array_equal(gz10_split(labels, seed=3)[s], gz10_split(labels, seed=4)[s]) for s in SPLITS)
     poster = gz10_split(a["labels"], a["ra"], a["dec"], seed=3, scheme="poster")
     n = len(a["labels"])
     assert abs(len(poster["test"]) - 0.1 * n) <= 10 and len(poster["validation"]) > 0
 
 
 def test_split_on_real_coordinates_keeps_the_59_duplicates_together():
-    import csv
-
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "galaxy10_coord.csv"
-    if not path.exists():
-        pytest.skip("galaxy10_coord.csv not available")
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    ra = np.array([float(r["RA"]) for r in rows])
-    dec = np.array([float(r["DEC"]) for r in rows])
-    labels = np.random.default_rng(0).integers(0, 10, len(rows))
-    from hfgal.split import sky_groups, split_summary
+    ra, dec = real_coordinates()
+    labels = np.random.default_rng(0).integers(0, 10, len(ra))
+    from hfgal.data.split import sky_groups, split_summary
 
     groups = sky_groups(ra, dec, 0.01)
     _, counts = np.unique(groups, return_counts=True)
@@ -132,7 +126,7 @@ def test_published_hub_layout_is_conformed():
             "test": Dataset.from_dict({"image": images[50:], "label": labels[50:]}, features=feats),
         }
     )
-    from hfgal.data import conform_gz10
+    from hfgal.data.sources import conform_gz10
 
     dsd = conform_gz10(hub_like, seed=0, source="hub-like")
     assert list(dsd) == list(SPLITS)
@@ -142,6 +136,7 @@ def test_published_hub_layout_is_conformed():
     assert np.bincount(dsd["validation"]["label"], minlength=10).max() == 1
 
 
+@pytest.mark.slow
 def test_cli_build_writes_dataset_and_card(gz10_h5, tmp_path):
     from datasets import load_from_disk
     from huggingface_hub import DatasetCard
@@ -206,6 +201,7 @@ def _bad_h5(tmp_path: Path, kind: str) -> Path:
         ("lengths", "align"),
     ],
 )
+@pytest.mark.slow
 def test_bad_h5_input(tmp_path, kind, needle):
     path = tmp_path / "missing.h5" if kind == "missing" else _bad_h5(tmp_path, kind)
     with pytest.raises(HfgalError, match=needle):

@@ -17,7 +17,7 @@ from hfgal.constants import GZ10_CLASSES
 
 pytest.importorskip("gradio", reason="the demo needs the `demo` extra (gradio)")
 
-from test_space import demo_run_dir, free_port, galaxy, vit_dir  # noqa: E402,F401  (shared fixtures)
+from fixtures.demo import free_port, galaxy  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -36,7 +36,7 @@ TOP_K = 5
 @pytest.fixture(scope="module")
 def served_space(tmp_path_factory, demo_run_dir, vit_dir, sample_dir):  # noqa: F811
     """Build a Space with two local models and the sample galaxies, then run its app.py on a free local port."""
-    from hfgal.space import build_space
+    from hfgal.demo.space import build_space
 
     space = build_space(
         [demo_run_dir, vit_dir], tmp_path_factory.mktemp("space") / "space", examples=sample_dir, title="GZ10 demo"
@@ -79,7 +79,8 @@ def served_space(tmp_path_factory, demo_run_dir, vit_dir, sample_dir):  # noqa: 
 @pytest.fixture(scope="module")
 def expected():
     """Predictions of `load_classifier` on the Space's own model copies: what the page must show."""
-    from hfgal.inference import load_classifier, load_image
+    from hfgal.data.imageio import load_image
+    from hfgal.inference import load_classifier
 
     cache = {}
 
@@ -101,11 +102,12 @@ def artifacts_dir(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- gradio_client
 
 
+@pytest.mark.slow
 def test_gradio_client_classify_matches_load_classifier(served_space, expected, sample_dir, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    from hfgal.inference import MAX_FILE_BYTES
+    from hfgal.data.imageio import MAX_FILE_BYTES
 
     with urllib.request.urlopen(f"{served_space['url']}/config", timeout=10) as r:
         config = json.load(r)
@@ -167,6 +169,7 @@ def wait_for_label(page, want: list[dict], timeout: float = 120) -> list[tuple[s
 @pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
 )
+@pytest.mark.slow
 def test_browser_upload_example_tta_and_model_choice(served_space, expected, sample_dir, tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FINETUNE, REPO_ROOT, finetune_args, run_finetune_main, subprocess_env
+from fixtures.finetune import FINETUNE, REPO_ROOT, finetune_args, run_finetune_main, subprocess_env
 from hfgal import GZ10_CLASSES
-from hfgal.utils import HfgalError
+from hfgal.errors import HfgalError
 
 RESULT_KEYS = {
     "model", "init", "params_total", "params_trainable", "image_size", "dataset", "seed", "validation", "test",
     "carbon", "train_seconds", "train_images_per_second", "hardware", "versions", "complete", "best_checkpoint",
 }  # fmt: skip
+N_TEST = 3  # the sample's test split: 30 galaxies split 80/10/10
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix", "accuracy_ci95"}
 
 
@@ -44,19 +45,21 @@ def _check_run(out: Path, n_test: int) -> dict:
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["vit", "dinov2", "timm"])
 def test_end_to_end_tiny_architectures(arch, tmp_path, sample_dir, image_cache):
     out = tmp_path / arch
     assert run_finetune_main(finetune_args(out, sample_dir, arch, max_steps=4)) == 0
-    _check_run(out, n_test=10)
+    _check_run(out, n_test=N_TEST)
     _assert_loads_with_pipeline(out, sample_dir)
 
 
+@pytest.mark.slow
 def test_trained_run_changed_parameters_and_pipeline(trained_run, sample_dir):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    results = _check_run(trained_run, n_test=10)
+    results = _check_run(trained_run, n_test=N_TEST)
     assert results["init"] == "scratch" and results["global_step"] == 4
     assert results["best_checkpoint"] in ("checkpoint-2", "checkpoint-4")
     # Weights moved away from a fresh initialisation of the same config with the same seed.
@@ -79,8 +82,9 @@ def _assert_loads_with_pipeline(out: Path, sample_dir: Path) -> None:
     assert preds[0]["score"] >= preds[1]["score"]
 
 
+@pytest.mark.slow
 def test_config_yaml_reproduces_the_run_arguments(trained_run):
-    from hfgal.training import parse_args, resolved_config
+    from hfgal.train.args import parse_args, resolved_config
 
     model_args, data_args, training_args = parse_args(["--config", str(trained_run / "config.yaml")])
     again = resolved_config(model_args, data_args, training_args)
@@ -92,7 +96,7 @@ def test_config_yaml_reproduces_the_run_arguments(trained_run):
 
 
 def test_every_recipe_yaml_parses():
-    from hfgal.training import parse_args
+    from hfgal.train.args import parse_args
 
     configs = sorted((REPO_ROOT / "recipes").glob("*.yaml"))
     assert configs
@@ -102,7 +106,7 @@ def test_every_recipe_yaml_parses():
 
 
 def test_unknown_yaml_key_is_an_error(tmp_path):
-    from hfgal.training import parse_args
+    from hfgal.train.args import parse_args
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: vit-base\nlearning_rat: 0.1\n")
@@ -129,6 +133,7 @@ def _recipe(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
         ({"init": "sideways"}, "init"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_one_line_error(change, needle, tmp_path, sample_dir):
     args = finetune_args(tmp_path / "run", sample_dir, "convnextv2")
     for key, value in change.items():
@@ -155,13 +160,14 @@ def test_labels_outside_gz10_classes(tmp_path):
         features=feats,
     )
     DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "bad"))
-    from hfgal.data import load_gz10
+    from hfgal.data.sources import load_gz10
 
     with pytest.raises(HfgalError, match="outside the 10 GZ10 classes"):
         load_gz10(str(tmp_path / "bad"))
     assert ClassLabel  # imported for the features above
 
 
+@pytest.mark.slow
 def test_resume_after_kill_finishes_with_same_steps(tmp_path, sample_dir, image_cache):
     out = tmp_path / "resume"
     args = finetune_args(out, sample_dir, "convnextv2", max_steps=24, save_steps=2, eval_steps=2)
@@ -190,7 +196,7 @@ def test_resume_after_kill_finishes_with_same_steps(tmp_path, sample_dir, image_
 def test_unused_parameters_are_found_and_frozen():
     from transformers import Dinov2Config, Dinov2ForImageClassification
 
-    from hfgal.models import freeze_unused_parameters
+    from hfgal.models.adapt import freeze_unused_parameters
 
     config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
     model = Dinov2ForImageClassification(config).train()
@@ -202,6 +208,7 @@ def test_unused_parameters_are_found_and_frozen():
     assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_two_process_ddp_counts_each_test_image_once(tmp_path, sample_dir, image_cache):
     out = tmp_path / "ddp"
     # DINOv2 carries a parameter classification never uses (mask_token): DDP without the per-step search for
@@ -220,9 +227,9 @@ def test_two_process_ddp_counts_each_test_image_once(tmp_path, sample_dir, image
     results = json.loads((out / "results.json").read_text())
     assert results["hardware"]["num_processes"] == 2  # both ranks ran
     assert results["global_step"] == 3
-    # 10 test images over 2 ranks in batches of 3: padding duplicates would make 12.
-    assert np.asarray(results["test"]["confusion_matrix"]).sum() == 10
-    assert results["test"]["num_examples"] == 10
+    # 3 test images over 2 ranks: the distributed sampler's padding duplicate would make 4.
+    assert np.asarray(results["test"]["confusion_matrix"]).sum() == 3
+    assert results["test"]["num_examples"] == 3
 
 
 def test_accelerate_configs_load():
@@ -235,6 +242,7 @@ def test_accelerate_configs_load():
         assert config.num_processes >= 1 and config.num_machines >= 1
 
 
+@pytest.mark.slow
 def test_rerun_of_finished_run_is_a_no_op_that_restores_its_card(trained_run, sample_dir):
     before = (trained_run / "results.json").stat().st_mtime_ns
     card = (trained_run / "README.md").read_text()
@@ -247,8 +255,8 @@ def test_rerun_of_finished_run_is_a_no_op_that_restores_its_card(trained_run, sa
 def test_trainer_debug_option_reaches_the_trainer(tmp_path, sample_dir):
     from transformers.debug_utils import DebugOption
 
-    from hfgal.training import parse_args
-    from hfgal.utils import run_cli
+    from hfgal.errors import run_cli
+    from hfgal.train.args import parse_args
 
     argv = ["finetune.py", *finetune_args(tmp_path / "run", sample_dir), "--debug", "underflow_overflow"]
     seen = []
@@ -261,6 +269,7 @@ def test_trainer_debug_option_reaches_the_trainer(tmp_path, sample_dir):
     assert ours == ["hfgal", "predict", "galaxy.png"]
 
 
+@pytest.mark.slow
 def test_a_moved_run_folder_resumes_with_its_best_checkpoint(tmp_path, sample_dir, image_cache):
     first = tmp_path / "scratch" / "run"
     args = finetune_args(first, sample_dir, "convnextv2", max_steps=2)
@@ -284,6 +293,7 @@ def test_a_moved_run_folder_resumes_with_its_best_checkpoint(tmp_path, sample_di
     assert Path(state["best_model_checkpoint"]).parent == moved
 
 
+@pytest.mark.slow
 def test_shared_training_is_refused_when_a_training_setting_differs(tmp_path, trained_run, sample_dir):
     out = tmp_path / "tta"
     args = finetune_args(out, sample_dir, "convnextv2", max_steps=4, tta="true", trained_run=str(trained_run))

@@ -21,10 +21,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard
-from run_fixture import make_run_dir
 
-from hfgal.hub import push_run, require_token, upload_one_commit, validate_repo_id
-from hfgal.utils import HfgalError
+from fixtures.runs import make_run_dir
+from hfgal.errors import HfgalError
+from hfgal.hub.push import push_run, upload_one_commit
+from hfgal.hub_access import require_token, validate_repo_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "astro-user/gz10-convnextv2-nano"
@@ -280,6 +281,7 @@ def _half_finished(root: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["card", "push"])
 @pytest.mark.parametrize("state", ["missing", "half-finished", "incomplete"])
 def test_cli_refuses_unfinished_run_folders(command, state, tmp_path, run_dir):
@@ -298,6 +300,7 @@ def test_cli_refuses_unfinished_run_folders(command, state, tmp_path, run_dir):
     assert str(run) in proc.stderr
 
 
+@pytest.mark.slow
 def test_push_cli_without_token(run_dir, tmp_path):
     proc = _cli(
         "push",
@@ -309,6 +312,7 @@ def test_push_cli_without_token(run_dir, tmp_path):
     _assert_one_line_error(proc, "no Hugging Face token found; run `hf auth login` or set HF_TOKEN")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("repo_id", ["no-namespace", "a/b/c", "user/bad..id"])
 def test_push_cli_malformed_repo_id(run_dir, tmp_path, repo_id):
     proc = _cli("push", str(run_dir), "--repo-id", repo_id, env={"HF_TOKEN": "hf_canary_cli"})
@@ -384,6 +388,7 @@ def test_offline_mode_fails_before_writing(fresh_run, canary, monkeypatch):
     assert not (fresh_run / "README.md").exists()
 
 
+@pytest.mark.slow
 def test_push_cli_hub_refusal_end_to_end(fresh_run, tmp_path, refusing_hub):
     token = "hf_canary" + secrets.token_hex(12)
     env = {

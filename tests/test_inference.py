@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hub_server import running_hub
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from tiny_checkpoints import (
+
+from fixtures.checkpoints import (
     SAMPLE_DIR,
     sample_images,
     save_convnextv2_author_style,
@@ -28,11 +28,12 @@ from tiny_checkpoints import (
     save_timm,
     save_vit,
 )
-
-from hfgal.augment import dihedral_view
+from fixtures.hub_server import running_hub
 from hfgal.constants import GZ10_CLASSES
-from hfgal.inference import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, load_classifier, load_image
-from hfgal.utils import HfgalError
+from hfgal.data.augment import dihedral_view
+from hfgal.data.imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, load_image
+from hfgal.errors import HfgalError
+from hfgal.inference import load_classifier
 
 pytestmark = pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="GZ10 sample images not available")
 torch.set_num_threads(1)
@@ -245,7 +246,7 @@ _CHILD = textwrap.dedent(
     import json, os, sys
     import numpy as np
     from hfgal.inference import load_classifier
-    from hfgal.utils import HfgalError
+    from hfgal.errors import HfgalError
 
     spec = json.loads(sys.argv[1])
     out = {"errors": {}}
@@ -298,6 +299,7 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+@pytest.mark.slow
 def test_load_classifier_and_pipeline_through_a_local_hub(folders, images, tmp_path):
     marker = tmp_path / "PWNED"
     evil = save_pickled_copy(folders["vit"], tmp_path / "evil", payload=RunsCode(marker))
@@ -552,7 +554,7 @@ def fits_module():
 
 
 def test_fits_cube_renders_like_legacy_surveys(fits_module, images, tmp_path):
-    from hfgal.inference import fits_to_rgb
+    from hfgal.data.imageio import fits_to_rgb
 
     rgb = np.asarray(Image.open(images[1]).convert("RGB"))
     flux = legacy_fluxes_from_rgb(rgb)
@@ -584,7 +586,7 @@ def test_fits_cube_renders_like_legacy_surveys(fits_module, images, tmp_path):
 
 
 def test_fits_single_band_grey_with_warning_and_errors(fits_module, tmp_path):
-    from hfgal.inference import fits_to_rgb
+    from hfgal.data.imageio import fits_to_rgb
 
     rng = np.random.default_rng(0)
     fits_module.PrimaryHDU(rng.random((20, 30)).astype(np.float32)).writeto(tmp_path / "r.fits")

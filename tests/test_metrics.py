@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hfgal.confusion import most_confused_pairs, plot_confusion_matrix
 from hfgal.constants import GZ10_CLASSES
-from hfgal.metrics import GZ10Metrics, compute_gz10_metrics, compute_metrics_fn
-from hfgal.utils import HfgalError
+from hfgal.errors import HfgalError
+from hfgal.train.confusion import most_confused_pairs, plot_confusion_matrix
+from hfgal.train.metrics import GZ10Metrics, compute_gz10_metrics, compute_metrics_fn
 
 METRIC_KEYS = {
     "accuracy",

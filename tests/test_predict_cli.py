@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_checkpoints import SAMPLE_DIR, sample_images, save_vit
 
+from fixtures.checkpoints import SAMPLE_DIR, sample_images, save_vit
 from hfgal.cli import main
 from hfgal.constants import GZ10_CLASSES
 from hfgal.inference import load_classifier
@@ -153,6 +153,7 @@ def test_predict_missing_inputs(vit_dir, tmp_path, capsys):
         assert err.startswith("hfgal: error: ") and message in err
 
 
+@pytest.mark.slow
 def test_predict_console_script_exit_codes(vit_dir, mixed_folder, tmp_path):
     root, good, corrupt = mixed_folder
     out = tmp_path / "sub" / "preds.csv"

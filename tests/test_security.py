@@ -21,8 +21,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import FINETUNE, REPO_ROOT, finetune_args
-from hfgal.utils import HfgalError
+from fixtures.finetune import FINETUNE, REPO_ROOT, finetune_args
+from hfgal.errors import HfgalError
 
 # Variables that move caches and configs: unset, so the defaults under $HOME are what the code under test meets.
 CACHE_VARIABLES = (
@@ -129,7 +129,7 @@ def test_canary_token_leaks_nowhere(tmp_path, sample_dir, image_cache, monkeypat
     # A successful push, captured at the client boundary: what would be uploaded holds no token either.
     from huggingface_hub import HfApi
 
-    from hfgal.hub import push_run
+    from hfgal.hub.push import push_run
 
     uploads = []
     monkeypatch.setenv("HF_TOKEN", canary)
@@ -157,9 +157,8 @@ def test_canary_token_leaks_nowhere(tmp_path, sample_dir, image_cache, monkeypat
 
 def test_pushes_never_report_the_token_in_errors(tmp_path, monkeypatch):
     """Unreachable Hub: the error is one line and carries no token (the token is never part of a message)."""
-    from run_fixture import make_run_dir
-
-    from hfgal.hub import push_run
+    from fixtures.runs import make_run_dir
+    from hfgal.hub.push import push_run
 
     canary = "hf_canary" + secrets.token_hex(16)
     run = make_run_dir(tmp_path / "run")
@@ -214,8 +213,8 @@ def custom_code_folder(tmp_path) -> Path:
 
 def test_remote_code_is_off_by_default_everywhere(custom_code_folder, tmp_path, monkeypatch, caplog):
     from hfgal.inference import load_classifier
-    from hfgal.models import load_model
-    from hfgal.training import parse_args
+    from hfgal.models.loading import load_model
+    from hfgal.train.args import parse_args
 
     marker = tmp_path / "code-ran"
     monkeypatch.setenv("HFGAL_TEST_MARKER", str(marker))
@@ -235,14 +234,15 @@ def test_remote_code_is_off_by_default_everywhere(custom_code_folder, tmp_path, 
     assert "trust_remote_code" not in caplog.text  # nothing was turned on, so no warning either
 
 
+@pytest.mark.slow
 def test_trust_remote_code_needs_the_flag_and_warns(custom_code_folder, tmp_path):
     """With the flag the custom code does run (it is passed through), and a warning says so."""
     script = f"""
 import logging, sys
 logging.basicConfig(level=logging.WARNING)
-from hfgal.models import load_model
+from hfgal.models.loading import load_model
 from hfgal.inference import load_classifier
-from hfgal.training import parse_args
+from hfgal.train.args import parse_args
 
 model_args, _, _ = parse_args(["--model", {str(custom_code_folder)!r}, "--trust_remote_code", "true"])
 loaded = load_model(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)
@@ -294,7 +294,7 @@ def test_demo_upload_is_limited_in_bytes_and_pixels(trained_run, tmp_path):
     image header by the handler (decompression bombs: tests/test_space.py)."""
     import socket
 
-    from hfgal.inference import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES
+    from hfgal.data.imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -419,7 +419,7 @@ def test_read_only_home_nothing_written_outside_named_folders(tmp_path, sample_d
         home.chmod(0o755)
 
     assert _tree(home) == set()
-    assert {p.name for p in work.iterdir()} == {"gz10", "run", "cache", "preds.csv"}
+    assert {p.name for p in work.iterdir()} == {"gz10", ".gz10.lock", "run", "cache", "preds.csv"}
     assert {p.name for p in (work / "cache").iterdir()} and all(p.suffix == ".npy" for p in (work / "cache").iterdir())
     # The system temp folder keeps no files (torch leaves an empty torchinductor_<user> folder on import).
     assert [p for p in scratch.rglob("*") if not p.is_dir()] == []

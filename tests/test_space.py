@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,8 +17,9 @@ import pytest
 from PIL import Image
 
 import hfgal
-from hfgal.constants import DEFAULT_DATASET, GZ10_CLASSES, ID2LABEL, LABEL2ID
-from hfgal.utils import HfgalError
+from fixtures.demo import free_port, galaxy
+from hfgal.constants import DEFAULT_DATASET, GZ10_CLASSES
+from hfgal.errors import HfgalError
 
 gr = pytest.importorskip("gradio", reason="the demo needs the `demo` extra (gradio)")
 
@@ -29,71 +29,18 @@ HUB_MODEL = "hfgal-test/gz10-convnextv2-nano"
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def demo_run_dir(request, tmp_path_factory) -> Path:
-    """A finished run folder to serve: a real trained run when the suite provides `trained_run_dir`, else a tiny one.
-
-    The tiny run is a randomly initialised ConvNeXt V2 at 64 px with GZ10 labels and a model card, written by the
-    run-folder scaffolding shared with the card and push tests.
-    """
-    try:
-        return Path(request.getfixturevalue("trained_run_dir"))
-    except pytest.FixtureLookupError:
-        pass
-    from run_fixture import make_run_dir
-
-    from hfgal.cards import write_model_card
-
-    run = make_run_dir(tmp_path_factory.mktemp("runs") / "convnextv2-nano-gz10", image_size=64)
-    write_model_card(run)
-    return run
-
-
-@pytest.fixture(scope="session")
-def vit_dir(tmp_path_factory) -> Path:
-    """A tiny randomly initialised ViT with GZ10 labels: the demo must explain transformers as well as CNNs."""
-    import torch
-    from transformers import AutoModelForImageClassification, ViTConfig, ViTImageProcessor
-
-    folder = tmp_path_factory.mktemp("vit") / "vit-tiny-gz10"
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=len(GZ10_CLASSES),
-        id2label=ID2LABEL,
-        label2id=LABEL2ID,
-    )
-    torch.manual_seed(1)
-    AutoModelForImageClassification.from_config(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def space_dir(tmp_path_factory, demo_run_dir, sample_dir) -> Path:
-    from hfgal.space import build_space
+    from hfgal.demo.space import build_space
 
     out = tmp_path_factory.mktemp("spaces") / "gz10-space"
     return build_space([demo_run_dir, HUB_MODEL], out, examples=sample_dir, title="GZ10 test demo")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def galaxy(sample_dir: Path, label: int, n: int = 0) -> Path:
-    return sample_dir / f"{label}_{n}.png"
-
-
 # --------------------------------------------------------------------------- the Space folder
 
 
+@pytest.mark.slow
 def test_space_folder_holds_app_requirements_card_examples_and_models(space_dir, demo_run_dir, sample_dir):
     files = {p.relative_to(space_dir).as_posix() for p in space_dir.rglob("*") if p.is_file()}
     assert {"app.py", "requirements.txt", "README.md", "examples/metadata.csv"} <= files
@@ -180,7 +127,7 @@ def test_generated_app_builds_the_demo_from_its_own_folder(space_dir, demo_run_d
 def test_app_source_survives_quotes_and_unicode_in_titles():
     import ast
 
-    from hfgal.space import render_app
+    from hfgal.demo.space import render_app
 
     title = 'Galaxy "zoo" \u2014 d\u00e9mo \\ o\'clock'
     tree = ast.parse(render_app(["local:models/my run", "someone/gz10"], title))
@@ -192,7 +139,7 @@ def test_app_source_survives_quotes_and_unicode_in_titles():
 
 
 def test_missing_model_folder_is_refused_without_output(tmp_path, sample_dir, demo_run_dir):
-    from hfgal.space import build_space
+    from hfgal.demo.space import build_space
 
     out = tmp_path / "space"
     for missing in (tmp_path / "no-such-run", "runs/no-such-run/", "./no-such-run"):
@@ -204,11 +151,12 @@ def test_missing_model_folder_is_refused_without_output(tmp_path, sample_dir, de
     with pytest.raises(HfgalError, match="no config.json"):
         build_space([not_a_model], out, examples=sample_dir)
     (not_a_model / "config.json").write_text("{}")
-    with pytest.raises(HfgalError, match="no .safetensors"):
+    with pytest.raises(HfgalError, match="no model.safetensors"):
         build_space([not_a_model], out, examples=sample_dir)
     assert not out.exists() and list(tmp_path.iterdir()) == [not_a_model]
 
 
+@pytest.mark.slow
 def test_cli_space_build_reports_missing_model_in_one_line(tmp_path, sample_dir):
     out = tmp_path / "space"
     proc = subprocess.run(
@@ -227,7 +175,7 @@ def test_cli_space_build_reports_missing_model_in_one_line(tmp_path, sample_dir)
 
 
 def test_no_examples_offline_suggests_examples_flag(tmp_path, demo_run_dir, monkeypatch):
-    from hfgal.space import build_space
+    from hfgal.demo.space import build_space
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -238,8 +186,8 @@ def test_no_examples_offline_suggests_examples_flag(tmp_path, demo_run_dir, monk
 
 
 def test_examples_from_a_gz10_source_one_per_class_of_its_test_split(tmp_path, demo_run_dir, sample_dir):
-    from hfgal.data import load_gz10
-    from hfgal.space import build_space
+    from hfgal.data.sources import load_gz10
+    from hfgal.demo.space import build_space
 
     out = build_space([demo_run_dir], tmp_path / "space", dataset=str(sample_dir))
     test = load_gz10(str(sample_dir))["test"]
@@ -257,7 +205,7 @@ def test_examples_from_a_gz10_source_one_per_class_of_its_test_split(tmp_path, d
 
 
 def test_select_examples_one_per_class_first():
-    from hfgal.demo.app import select_examples
+    from hfgal.demo.examples import select_examples
 
     found = [(Path(f"{c}_{n}.png"), c) for c in (0, 2, 5) for n in range(12, -1, -1)]
     found += [(Path("mystery.png"), None)]
@@ -324,7 +272,8 @@ def demo_state(demo_run_dir, vit_dir, sample_dir):
 
 @pytest.mark.parametrize("tta", [False, True])
 def test_classify_matches_load_classifier(demo_state, demo_run_dir, sample_dir, tta):
-    from hfgal.inference import load_classifier, load_image
+    from hfgal.data.imageio import load_image
+    from hfgal.inference import load_classifier
 
     path = galaxy(sample_dir, 5, 1)
     scores, description, preview = demo_state.classify(str(path), demo_run_dir.name, tta)
@@ -342,8 +291,9 @@ def test_classify_matches_load_classifier(demo_state, demo_run_dir, sample_dir, 
 
 
 def test_explain_shows_the_occlusion_map_of_the_top_class_for_a_vit(demo_state, vit_dir, sample_dir):
+    from hfgal.data.imageio import load_image
     from hfgal.demo.saliency import occlusion_map, render_overlay
-    from hfgal.inference import load_classifier, load_image
+    from hfgal.inference import load_classifier
 
     path = galaxy(sample_dir, 2, 0)
     scores, _, _ = demo_state.classify(str(path), vit_dir.name, False)
@@ -444,7 +394,7 @@ def test_grayscale_rgba_and_16_bit_uploads_are_classified(demo_state, sample_dir
 
 def test_fits_cutout_is_classified_when_astropy_is_installed(demo_state, sample_dir, tmp_path):
     fits = pytest.importorskip("astropy.io.fits", reason="FITS needs the `astro` extra (astropy)")
-    from hfgal.demo.app import accepted_suffixes
+    from hfgal.demo.examples import accepted_suffixes
 
     assert ".fits" in accepted_suffixes()
     # A g, r, z cube in nanomaggy-like fluxes, made from a real galaxy's blue, green and red channels.
@@ -495,6 +445,7 @@ def test_missing_gradio_is_explained(monkeypatch, demo_run_dir):
 # --------------------------------------------------------------------------- hfgal demo
 
 
+@pytest.mark.slow
 def test_cli_demo_serves_the_classify_api(demo_run_dir, sample_dir):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}

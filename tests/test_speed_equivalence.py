@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import finetune_args, run_finetune_main
-from hfgal.augment import dihedral_view, normalize, random_affine, random_dihedral, random_dihedral_affine
-from hfgal.training import UInt8Images, collate_uint8
+from fixtures.finetune import finetune_args, run_finetune_main
+from hfgal.data.augment import dihedral_view, normalize, random_affine, random_dihedral, random_dihedral_affine
+from hfgal.data.cache import UInt8Images, collate_uint8
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -21,14 +21,15 @@ def uint8_batch() -> torch.Tensor:
     return torch.randint(0, 256, (24, 3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
+@pytest.mark.slow
 def test_keeping_freed_memory_does_not_change_a_seeded_run(tmp_path, sample_dir, image_cache):
-    """The CPU allocator setting of the recipe (hfgal.utils.keep_freed_memory) changes speed, not numbers."""
+    """The CPU allocator setting of the recipe (hfgal.train.hardware.keep_freed_memory) changes speed, not numbers."""
     import subprocess
     import sys
 
     from safetensors.torch import load_file
 
-    from conftest import FINETUNE, subprocess_env
+    from fixtures.finetune import FINETUNE, subprocess_env
 
     runs = {}
     for keep in ("1", "0"):
@@ -46,6 +47,7 @@ def test_keeping_freed_memory_does_not_change_a_seeded_run(tmp_path, sample_dir,
         assert kept_results[split] == default_results[split]
 
 
+@pytest.mark.slow
 def test_worker_processes_do_not_change_a_seeded_run(tmp_path, sample_dir, image_cache):
     from safetensors.torch import load_file
 
@@ -138,7 +140,7 @@ def test_folded_d4_affine_equals_view_then_affine(uint8_batch):
 def test_trainer_pixels_equal_the_step_by_step_recipe(uint8_batch, d4, affine):
     from types import SimpleNamespace
 
-    from hfgal.training import GZ10Trainer
+    from hfgal.train.trainer import GZ10Trainer
 
     trainer = SimpleNamespace(mean=MEAN, std=STD, d4_augment=d4, affine_augment=affine, channels_last=False)
     torch.manual_seed(13)
@@ -155,7 +157,7 @@ def test_trainer_pixels_equal_the_step_by_step_recipe(uint8_batch, d4, affine):
 
 
 def test_no_per_step_host_sync_by_default(tmp_path):
-    from hfgal.training import parse_args
+    from hfgal.train.args import parse_args
 
     _, _, args = parse_args(["--dataset", "synthetic:20", "--output_dir", str(tmp_path)])
     assert args.logging_nan_inf_filter is False  # the Trainer's filter reads the loss on the host every step

@@ -18,9 +18,11 @@ import pytest
 import torch
 import yaml
 
-from hfgal.study import run_command, run_status, run_study
-from hfgal.study_plan import PUBLISHED_TABLE1, PUBLISHED_TABLE2, load_study
-from hfgal.utils import HfgalError, output_lock
+from fixtures.runs import make_results
+from hfgal.errors import HfgalError
+from hfgal.io import output_lock
+from hfgal.study.plan import PUBLISHED_TABLE1, PUBLISHED_TABLE2, load_study
+from hfgal.study.runner import run_command, run_status, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_DIR = REPO / "recipes" / "study"
@@ -94,6 +96,7 @@ def _mini_study(**extra) -> dict:
 # --------------------------------------------------------------------------- schema and plan
 
 
+@pytest.mark.slow
 def test_study_yamls_parse_and_dry_run_lists_every_model(capsys):
     studies = {path.stem: load_study(path) for path in sorted(STUDY_DIR.glob("*.yaml"))}
     assert set(studies) >= {"table1", "table2", "full", "beyond", "smoke"}
@@ -177,6 +180,7 @@ def test_unknown_key_is_an_error_naming_key_and_file(tmp_path, where, patch):
     assert f"unknown key '{key}'" in str(err.value) and str(path) in str(err.value) and where in str(err.value)
 
 
+@pytest.mark.slow
 def test_bad_values_are_one_line_errors(tmp_path):
     cases = {
         "runner": {"defaults": {"seed": 3}},
@@ -209,6 +213,7 @@ def test_bad_values_are_one_line_errors(tmp_path):
 # --------------------------------------------------------------------------- output folder, commands, lock
 
 
+@pytest.mark.slow
 def test_output_dir_of_another_study_is_refused_without_force(tmp_path):
     out = tmp_path / "study"
     commands = tmp_path / "commands.txt"
@@ -219,7 +224,7 @@ def test_output_dir_of_another_study_is_refused_without_force(tmp_path):
     assert len(lines) == len(study.runs) == 12
     # Each line is the exact command of one run, resumable when a SLURM task is requeued.
     assert shlex.split(lines[0]) == run_command(study.runs[0], out, RECIPE, "python", resume=True)
-    assert (out / "study.yaml").is_file() and not (out.parent / "study.lock").exists()
+    assert (out / "study.yaml").is_file()
     assert 'sed -n "${SLURM_ARRAY_TASK_ID}p"' in (REPO / "recipes" / "slurm_study.sh").read_text()
 
     other = _write(tmp_path / "other.yaml", _mini_study(name="other"))
@@ -232,7 +237,7 @@ def test_output_dir_of_another_study_is_refused_without_force(tmp_path):
 
     # --force takes the folder over; a finished run whose settings changed is stale and will be re-run.
     first = study.runs[0]
-    (out / "runs" / first.slug / "results.json").write_text(json.dumps({"complete": True}))
+    (out / "runs" / first.slug / "results.json").write_text(json.dumps(make_results()))
     assert run_status(first, out) == "done"
     lr = _write(tmp_path / "mini3.yaml", _mini_study(defaults={"max_steps": 3, "use_cpu": True}))
     assert run_study(lr, out, recipe=RECIPE, launcher="python", emit_commands=commands, force=True) == 0
@@ -260,13 +265,14 @@ def test_output_dir_of_another_study_is_refused_without_force(tmp_path):
     assert proc.returncode == 1 and "in use by another study runner" in proc.stderr
 
 
+@pytest.mark.slow
 def test_checkpointed_run_resumes_and_finished_run_is_skipped(tmp_path):
     config = _write(tmp_path / "mini.yaml", _mini_study(seeds=[0]))
     study = load_study(config)
     out = tmp_path / "study"
     run_study(config, out, recipe=RECIPE, launcher="python", emit_commands=tmp_path / "c.txt")
     done, ckpt, failed = study.runs[:3]
-    (out / "runs" / done.slug / "results.json").write_text(json.dumps({"complete": True}))
+    (out / "runs" / done.slug / "results.json").write_text(json.dumps(make_results()))
     (out / "runs" / ckpt.slug / "checkpoint-12").mkdir(parents=True)
     (out / "runs" / failed.slug / "error.txt").write_text("exit code 1\n")
     (out / "runs" / study.runs[3].slug / "results.json").write_text('{"complete": fal')  # killed mid-write
@@ -300,9 +306,8 @@ def test_checkpointed_run_resumes_and_finished_run_is_skipped(tmp_path):
 
 def _finished_run(run_dir: Path, accuracy: float, seed: int, emissions: float, params: int) -> dict:
     """A finished run folder following the run-folder contract, with the given test accuracy."""
-    from run_fixture import fake_predictions, make_results
-
-    from hfgal.metrics import compute_gz10_metrics
+    from fixtures.runs import fake_predictions, make_results
+    from hfgal.train.metrics import compute_gz10_metrics
 
     run_dir.mkdir(parents=True, exist_ok=True)
     results = make_results(emissions_kg=emissions)
@@ -318,7 +323,7 @@ def _finished_run(run_dir: Path, accuracy: float, seed: int, emissions: float, p
 @pytest.fixture
 def reported_study(tmp_path):
     """A study folder with made-up finished runs (one failed, one never run) and its written report."""
-    from hfgal.report import write_report
+    from hfgal.study.report import write_report
 
     config = _write(tmp_path / "mini.yaml", _mini_study(variants={"tta": [False, True]}))
     out = tmp_path / "study"
@@ -417,6 +422,7 @@ def test_report_numbers_equal_per_run_results(reported_study):
     assert "10 of 12 runs" not in text and f"{len(results)} of {len(study.runs)} runs finished, 1 failed" in text
 
 
+@pytest.mark.slow
 def test_report_kill_leaves_previous_complete_report(reported_study):
     out, study, results, _ = reported_study
     before = {p.name: p.read_bytes() for p in (out / "report").iterdir()}
@@ -443,7 +449,7 @@ def test_report_kill_leaves_previous_complete_report(reported_study):
     assert killed_mid_write, "the report finished before it could be killed"
     assert {p.name: p.read_bytes() for p in (out / "report").iterdir()} == before
     # The next report sweeps the dead writer's leftovers and replaces the report whole.
-    from hfgal.report import write_report
+    from hfgal.study.report import write_report
 
     write_report(out)
     assert not list(out.glob(".report.tmp-*"))
@@ -622,9 +628,12 @@ def test_smoke_study_end_to_end_survives_sigkill(tmp_path):
     assert "n/a²" in (report / "table2.md").read_text()  # the Zoobot cell flagged (¹ is the ImageNet stand-in)
 
 
-def test_tta_variant_evaluates_its_base_runs_model_in_a_parallel_study(tmp_path, sample_dir, image_cache):
+@pytest.mark.slow
+def test_tta_variant_evaluates_its_base_runs_model_in_a_parallel_study(tmp_path, sample_dir, image_cache, monkeypatch):
     """Two jobs at once: the TTA run waits for its base run, then evaluates its model instead of training again."""
     from safetensors.torch import load_file
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the runs import this checkout's hfgal, whatever is installed
 
     study = {
         "name": "share",
@@ -653,7 +662,7 @@ def test_tta_variant_evaluates_its_base_runs_model_in_a_parallel_study(tmp_path,
     for key in ("global_step", "best_checkpoint", "train_seconds", "params_total", "model", "init"):
         assert shared[key] == trained[key], key
     assert shared["carbon"]["train"] == trained["carbon"]["train"]
-    assert shared["test"]["num_examples"] == trained["test"]["num_examples"] == 10
+    assert shared["test"]["num_examples"] == trained["test"]["num_examples"] == 3  # the sample's test split
     assert not list(tta.glob("checkpoint-*"))  # nothing was trained there
     weights, base_weights = load_file(tta / "model.safetensors"), load_file(base / "model.safetensors")
     assert all(torch.equal(weights[k], base_weights[k]) for k in base_weights)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from hfgal.constants import GZ10_CLASS_COUNTS, GZ10_CLASSES, NUM_CLASSES
-from hfgal.synthetic import render_galaxy, synthetic_catalog, synthetic_images
-from hfgal.utils import HfgalError
+from hfgal.data.synthetic import render_galaxy, synthetic_catalog, synthetic_images
+from hfgal.errors import HfgalError
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +158,7 @@ def test_spirals_are_bluer_than_ellipticals():
 def test_gz10_synthetic_dataset(tmp_path):
     from datasets import ClassLabel
 
-    from hfgal.synthetic import gz10_synthetic
+    from hfgal.data.synthetic import gz10_synthetic
 
     dsd = gz10_synthetic(n=60, seed=3, cache_dir=str(tmp_path))
     assert set(dsd) == {"train", "validation", "test"}
@@ -178,27 +180,36 @@ def test_gz10_synthetic_dataset(tmp_path):
     np.testing.assert_array_equal(np.asarray(row["image"].convert("RGB")), seed4)
 
 
+@pytest.mark.slow
 def test_an_edited_renderer_is_never_served_from_a_cache(tmp_path):
     """The synthetic cache key is the renderer's source: an edit makes a new dataset and a new uint8 cache."""
-    import importlib.util
-    from pathlib import Path
+    import shutil
+    import subprocess
+    import sys
 
     import PIL
 
-    import hfgal.synthetic
-    from hfgal.cache import cache_file_name
+    import hfgal
+    from hfgal.data.cache import cache_file_name
+    from hfgal.data.synthetic import gz10_synthetic, renderer_digest
 
-    edited = tmp_path / "synthetic_edited.py"
-    edited.write_text(Path(hfgal.synthetic.__file__).read_text() + "\n# a tweak of the renderer\n")
-    spec = importlib.util.spec_from_file_location("hfgal.synthetic_edited", edited)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.renderer_digest() != hfgal.synthetic.renderer_digest()
-
+    # A copy of the package whose renderer differs by one comment, imported in a fresh interpreter.
+    copy = tmp_path / "edited"
+    shutil.copytree(Path(hfgal.__file__).parent, copy / "hfgal", ignore=shutil.ignore_patterns("__pycache__"))
+    galaxies = copy / "hfgal" / "data" / "synthetic" / "galaxies.py"
+    galaxies.write_text(galaxies.read_text() + "\n# a tweak of the renderer\n")
     cache = str(tmp_path / "datasets")
-    before = hfgal.synthetic.gz10_synthetic(n=30, seed=1, cache_dir=cache)["train"]
-    after = module.gz10_synthetic(n=30, seed=1, cache_dir=cache)["train"]
-    assert before._fingerprint != after._fingerprint
-    assert cache_file_name(before._fingerprint, (64, 64)) != cache_file_name(after._fingerprint, (64, 64))
+    script = (
+        "from hfgal.data.synthetic import gz10_synthetic, renderer_digest; "
+        f"print(renderer_digest(), gz10_synthetic(n=30, seed=1, cache_dir={cache!r})['train']._fingerprint)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=copy, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    edited_digest, edited_fingerprint = proc.stdout.split()
+    assert edited_digest != renderer_digest()
+
+    before = gz10_synthetic(n=30, seed=1, cache_dir=cache)["train"]
+    assert before._fingerprint != edited_fingerprint
+    assert cache_file_name(before._fingerprint, (64, 64)) != cache_file_name(edited_fingerprint, (64, 64))
     # The decoded cache also names the Pillow that resized it.
     assert cache_file_name(before._fingerprint, (64, 64)).endswith(f"-64x64-pil{PIL.__version__}.npy")

@@ -1,4 +1,5 @@
-"""The Gradio demo (needs the `demo` extra: pip install 'hfgal[demo]'); gradio is imported only by `build_demo`."""
+"""The Gradio demo (needs the `demo` extra: pip install 'hfgal[demo]'; gradio is imported only by `build_demo`):
+the app (app), its example galaxies (examples), occlusion maps (saliency), and the Hugging Face Space (space)."""
 
 from __future__ import annotations
 

@@ -6,18 +6,18 @@ gradio is an optional extra, imported only when a demo is built.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import importlib.util
 import os
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..constants import DEFAULT_DATASET, GZ10_CLASSES, GZ10_DESCRIPTIONS, LABEL2ID
-from ..utils import HfgalError
+from ..constants import DEFAULT_DATASET, GZ10_CLASSES, GZ10_DESCRIPTIONS
+from ..errors import HfgalError
+from ..hub_access import is_hub_id
+from ..train.results import CARD_FILE, check_model_folder
+from .examples import MAX_EXAMPLES, accepted_suffixes, read_examples, select_examples
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -25,10 +25,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TITLE = "Galaxy morphology classifier (Galaxy10 DECaLS)"
 # A Hub repo id is exactly `namespace/name`; anything else that does not exist locally is a missing folder.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_LABELLED_NAME = re.compile(r"^(\d+)_")
 _MIN_SHOWN_SCORE = 0.1
-MAX_EXAMPLES = 20
 
 
 def require_gradio() -> Any:
@@ -40,23 +37,6 @@ def require_gradio() -> Any:
         detail = "" if err.name in ("gradio", None) else f" (importing it failed: {err})"
         raise HfgalError(f"the demo needs gradio{detail}: pip install 'hfgal[demo]'") from None
     return gradio
-
-
-def is_hub_id(source: str) -> bool:
-    """True when `source` can only be a Hub repo id (`namespace/name`, not an existing or path-like folder)."""
-    return (
-        not Path(source).expanduser().exists()
-        and not source.startswith((".", "/", "~"))
-        and bool(_HUB_ID.match(source))
-    )
-
-
-def accepted_suffixes() -> tuple[str, ...]:
-    """File suffixes the demo accepts: what `load_image` reads, FITS only when astropy (the `astro` extra) is in."""
-    from ..imageio import FITS_SUFFIXES, IMAGE_SUFFIXES
-
-    has_astropy = importlib.util.find_spec("astropy") is not None
-    return IMAGE_SUFFIXES + (FITS_SUFFIXES if has_astropy else ())
 
 
 @dataclass(frozen=True)
@@ -91,9 +71,8 @@ def served_models(models: list[str]) -> list[ServedModel]:
         source = os.fspath(source)
         path = Path(source).expanduser()
         if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise HfgalError(f"{source} has no config.json; pass a fine-tuning output folder or a Hub repo id")
-            name, card_url = path.resolve().name, _space_file_url(path / "README.md")
+            check_model_folder(path)
+            name, card_url = path.resolve().name, _space_file_url(path / CARD_FILE)
         elif is_hub_id(source):
             name, card_url = source, f"{constants.ENDPOINT.rstrip('/')}/{source}"
         else:
@@ -118,85 +97,6 @@ def _space_file_url(path: Path) -> str | None:
     except ValueError:
         return None
     return f"https://huggingface.co/spaces/{space_id}/blob/main/{rel.as_posix()}"
-
-
-def read_examples(examples_dir: str | os.PathLike) -> list[tuple[Path, int | None]]:
-    """Example galaxies in a folder, with their GZ10 class when the folder says it.
-
-    The class comes from `metadata.csv` (`file_name` plus `label` or `class_name`, as in gz10-sample and
-    `hfgal data` image folders) or, failing that, from a `<label>_<n>.png` file name.
-
-    Args:
-        examples_dir: a folder of images (PNG/JPEG/..., and FITS when astropy is installed).
-
-    Returns:
-        `(path, label_or_None)` pairs sorted by file name.
-
-    Raises:
-        HfgalError: the folder does not exist or holds no usable image.
-    """
-    folder = Path(examples_dir).expanduser()
-    if not folder.is_dir():
-        raise HfgalError(f"examples folder {folder} does not exist; pass a folder of galaxy images to --examples")
-    labels: dict[str, int] = {}
-    metadata = folder / "metadata.csv"
-    if metadata.is_file():
-        with metadata.open(newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                label = _row_label(row)
-                if row.get("file_name") and label is not None:
-                    labels[Path(row["file_name"]).name] = label
-    suffixes = accepted_suffixes()
-    found = []
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or not path.name.lower().endswith(suffixes):
-            continue
-        label = labels.get(path.name)
-        if label is None and (m := _LABELLED_NAME.match(path.name)) and int(m.group(1)) < len(GZ10_CLASSES):
-            label = int(m.group(1))
-        found.append((path, label))
-    if not found:
-        raise HfgalError(f"no images ({', '.join(suffixes)}) in {folder}; pass a folder of galaxy images")
-    return found
-
-
-def select_examples(found: list[tuple[Path, int | None]], limit: int = MAX_EXAMPLES) -> list[tuple[Path, int | None]]:
-    """Pick up to `limit` examples: one per class first (class order), then round-robin over classes.
-
-    Args:
-        found: `(path, label_or_None)` as returned by `hfgal.demo.app.read_examples`.
-        limit: most examples to keep.
-
-    Returns:
-        The chosen pairs; unlabelled images only fill what the labelled ones leave.
-    """
-    by_class: dict[int, list[tuple[Path, int | None]]] = {}
-    unlabelled = []
-    for item in sorted(found, key=lambda pl: _natural_key(pl[0].name)):
-        if item[1] is None:
-            unlabelled.append(item)
-        else:
-            by_class.setdefault(item[1], []).append(item)
-    chosen: list[tuple[Path, int | None]] = []
-    queues = [by_class[c] for c in sorted(by_class)]
-    depth = 0
-    while len(chosen) < limit and any(depth < len(q) for q in queues):
-        for queue in queues:
-            if depth < len(queue) and len(chosen) < limit:
-                chosen.append(queue[depth])
-        depth += 1
-    return chosen + unlabelled[: limit - len(chosen)]
-
-
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def _row_label(row: dict[str, str]) -> int | None:
-    value = (row.get("label") or "").strip()
-    if value.isdigit() and int(value) < len(GZ10_CLASSES):
-        return int(value)
-    return LABEL2ID.get((row.get("class_name") or value).strip())
 
 
 def describe_prediction(scores: dict[str, float], true_label: str | None = None) -> str:
@@ -314,7 +214,7 @@ class GalaxyDemo:
         Raises:
             HfgalError: unreadable, truncated or too large image, or a model that cannot be loaded.
         """
-        from ..inference import load_image
+        from ..data.imageio import load_image
 
         image = load_image(path, max_pixels=self._max_pixels())
         classifier = self.classifier(model_name)
@@ -338,7 +238,7 @@ class GalaxyDemo:
         Raises:
             HfgalError: as `predict`, or a `target` the model does not know.
         """
-        from ..inference import load_image
+        from ..data.imageio import load_image
         from .saliency import occlusion_map, render_overlay
 
         image = load_image(path, max_pixels=self._max_pixels())
@@ -351,7 +251,7 @@ class GalaxyDemo:
         return render_overlay(image, heat)
 
     def _max_pixels(self) -> int:
-        from ..inference import DEFAULT_MAX_PIXELS
+        from ..data.imageio import DEFAULT_MAX_PIXELS
 
         return self.max_pixels or DEFAULT_MAX_PIXELS
 

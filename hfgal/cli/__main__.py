@@ -1,0 +1,5 @@
+"""`python -m hfgal.cli ...` runs the `hfgal` command line."""
+
+from . import main
+
+main()

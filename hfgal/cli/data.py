@@ -1,0 +1,76 @@
+"""`hfgal data build | synthetic`: GZ10 sources -> dataset folders with card and split summary, optionally pushed."""
+
+from __future__ import annotations
+
+from ..constants import DEFAULT_SEPARATION_ARCSEC
+from ..data.split import SCHEMES, SPLITS
+
+
+def _counts(dsd) -> str:
+    return ", ".join(f"{s}: {len(dsd[s])}" for s in SPLITS)
+
+
+def _build(args) -> int:
+    from ..data.save import build_dataset
+
+    if args.push_to:
+        from ..hub_access import check_push_access
+
+        check_push_access(args.push_to)  # fail before hours of work, not after
+    dsd = build_dataset(
+        args.out,
+        h5=args.h5,
+        source=args.source,
+        seed=args.seed,
+        split_scheme=args.split_scheme,
+        separation_arcsec=args.separation_arcsec,
+        repo_id=args.push_to,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {args.out} ({_counts(dsd)})")
+    if args.push_to:
+        from ..hub.push import push_dataset
+
+        print(f"pushed to {push_dataset(args.out, args.push_to, private=args.private or None)}")
+    return 0
+
+
+def _synthetic(args) -> int:
+    from ..data.save import build_synthetic
+
+    dsd = build_synthetic(
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        proportions=args.proportions,
+        split_scheme=args.split_scheme,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {args.out} ({_counts(dsd)})")
+    return 0
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="build GZ10 datasets (h5 -> Hugging Face Dataset, synthetic)")
+    sub = data.add_subparsers(dest="data_command", metavar="{build,synthetic}", required=True)
+
+    build = sub.add_parser("build", help="Galaxy10_DECals.h5 -> DatasetDict folder + card (optionally pushed)")
+    build.add_argument("--h5", help="path of Galaxy10_DECals.h5")
+    build.add_argument("--source", help="any load_gz10 source instead of --h5 (folder, Hub id, synthetic:N)")
+    build.add_argument("--out", required=True, help="output folder (written atomically)")
+    build.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    build.add_argument("--split-scheme", choices=sorted(SCHEMES), default="default")
+    build.add_argument("--separation-arcsec", type=float, default=DEFAULT_SEPARATION_ARCSEC)
+    build.add_argument("--push-to", metavar="REPO_ID", help="also push dataset + card to this Hub dataset repo")
+    build.add_argument("--private", action="store_true", help="create the Hub repo private")
+    build.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    build.set_defaults(func=_build)
+
+    synth = sub.add_parser("synthetic", help="generate GZ10-like synthetic galaxies (the offline default)")
+    synth.add_argument("--n", type=int, default=2000, help="number of galaxies (default 2000)")
+    synth.add_argument("--out", required=True, help="output folder (written atomically)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--proportions", choices=["gz10", "balanced"], default="gz10")
+    synth.add_argument("--split-scheme", choices=sorted(SCHEMES), default="default")
+    synth.add_argument("--overwrite", action="store_true")
+    synth.set_defaults(func=_synthetic)

@@ -1,0 +1,196 @@
+"""Decode-once uint8 cache: GZ10 images resized to the model's resolution, stored as a memory-mapped .npy, and the
+torch `Dataset` that slices whole `(B, 3, H, W)` uint8 batches from it.
+
+PNG decoding and resizing are the expensive, per-image steps of the data path. They run once per
+(dataset, resolution) and later runs, seeds and models at the same resolution reuse the file; training then only
+slices a memory map, with no per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_root() -> Path:
+    """`$HFGAL_CACHE`, else `$HF_HOME/hfgal`, else `~/.cache/huggingface/hfgal`."""
+    if os.environ.get("HFGAL_CACHE"):
+        return Path(os.environ["HFGAL_CACHE"])
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "hfgal"
+
+
+def resize_rgb(image, size: tuple[int, int]) -> np.ndarray:
+    """PIL image -> `(3, H, W)` uint8 at `size` (height, width): whole image, bilinear with antialiasing."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def cache_file_name(fingerprint: str, size: tuple[int, int]) -> str:
+    """File name of a split's cache: its content (the dataset fingerprint), the resolution and the resizer.
+
+    The Pillow version is part of the name because `resize_rgb`'s pixels are Pillow's: a cache written by another
+    version is rebuilt rather than silently mixed with the pixels that version would serve at inference.
+    """
+    import PIL
+
+    return f"gz10-{fingerprint}-{size[0]}x{size[1]}-pil{PIL.__version__}.npy"
+
+
+def _fill(args: tuple) -> None:
+    """Worker: decode rows [start, stop) of a dataset into an open .npy memmap."""
+    ds, path, start, stop, size = args
+    out = np.load(path, mmap_mode="r+")
+    images = ds.select_columns(["image"])
+    for offset in range(start, stop, 64):
+        end = min(offset + 64, stop)
+        batch = images[offset:end]["image"]
+        out[offset:end] = np.stack([resize_rgb(im, size) for im in batch])
+    out.flush()
+
+
+def uint8_cache(
+    ds: Dataset, size: tuple[int, int], cache_root: str | os.PathLike | None = None, num_proc: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Return a read-only memmap `(N, 3, H, W)` uint8 of `ds`'s images at `size`, building it on first use.
+
+    Args:
+        ds: a GZ10 split (its `_fingerprint` identifies its content).
+        size: (height, width).
+        cache_root: folder of cache files (default `default_cache_root()`).
+        num_proc: decoding processes (default: up to 8, bounded by the CPUs).
+
+    Returns:
+        `(memmap, seconds spent building)`; 0 seconds when the cache was reused.
+    """
+    import time
+
+    from ..io import require_writable_dir
+
+    root = Path(cache_root) if cache_root else default_cache_root()
+    path = root / cache_file_name(ds._fingerprint, size)
+    if path.exists():  # a read-only shared cache is fine once it holds the file
+        return np.load(path, mmap_mode="r"), 0.0
+    require_writable_dir(
+        root,
+        "decoded image cache",
+        "set HFGAL_CACHE (or HF_HOME) to a writable folder, or pass --image_cache_dir",
+    )
+    start = time.perf_counter()
+    n = len(ds)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *size)).flush()
+        num_proc = num_proc or max(1, min(8, os.cpu_count() or 1, n // 256))
+        bounds = np.linspace(0, n, num_proc + 1, dtype=int)
+        jobs = [(ds, str(tmp), int(a), int(b), size) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        if num_proc > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn" if _torch_cuda_initialised() else "fork").Pool(num_proc) as pool:
+                pool.map(_fill, jobs)
+        else:
+            for job in jobs:
+                _fill(job)
+        os.replace(tmp, path)  # atomic: a killed build never leaves a half-filled cache behind
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    seconds = time.perf_counter() - start
+    logger.info("built uint8 cache %s (%d images, %.1fs)", path, n, seconds)
+    return np.load(path, mmap_mode="r"), seconds
+
+
+def _torch_cuda_initialised() -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class UInt8Images(torch.utils.data.Dataset):
+    """A GZ10 split as a memory-mapped uint8 array: whole batches are sliced at once (`__getitems__`).
+
+    The memmap is opened lazily in each process, so DataLoader workers never copy the array through pickling.
+    """
+
+    def __init__(self, cache_path: str, labels: np.ndarray, rows: np.ndarray | None = None):
+        self.cache_path = cache_path
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self._images: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels) if self.rows is None else len(self.rows)
+
+    @property
+    def images(self) -> np.ndarray:
+        if self._images is None:
+            self._images = np.load(self.cache_path, mmap_mode="r")
+        return self._images
+
+    def __getstate__(self):
+        return {**self.__dict__, "_images": None}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        if self.rows is not None:
+            idx = self.rows[idx]
+        # One sorted fancy-index read of the memmap, then back to the sampler's order.
+        order = np.argsort(idx, kind="stable")
+        pixels = np.empty((len(idx), *self.images.shape[1:]), dtype=np.uint8)
+        pixels[order] = self.images[idx[order]]
+        return {"pixel_values": torch.from_numpy(pixels), "labels": torch.from_numpy(self.labels[idx])}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        batch = self.__getitems__([index])
+        return {k: v[0] for k, v in batch.items()}
+
+
+def collate_uint8(batch: Any) -> dict[str, torch.Tensor]:
+    """Collator for `UInt8Images`: batches arrive whole from `__getitems__`; single items are stacked."""
+    if isinstance(batch, dict):
+        return batch  # (B, 3, H, W) uint8 and (B,) int64
+    return {k: torch.stack([item[k] for item in batch]) for k in batch[0]}
+
+
+def cached_splits(
+    dsd, size: tuple[int, int], cache_dir: str | None = None, max_train_samples: int | None = None
+) -> tuple[dict[str, UInt8Images], float]:
+    """Every split of a GZ10 `DatasetDict` as `UInt8Images` over its uint8 cache at `size`.
+
+    Args:
+        dsd: the `DatasetDict` (train, validation, test).
+        size: (height, width) of the model's input.
+        cache_dir: folder of the cache files (default `default_cache_root()`).
+        max_train_samples: use only the first N training images.
+
+    Returns:
+        `({split: UInt8Images}, seconds spent building caches in this call)`.
+    """
+    splits, seconds = {}, 0.0
+    for name, ds in dsd.items():
+        images, built = uint8_cache(ds, size, cache_dir)
+        labels = np.asarray(ds.select_columns(["label"]).with_format("numpy")["label"], dtype=np.int64)
+        limit = max_train_samples if name == "train" else None
+        rows = np.arange(limit) if limit is not None and limit < len(labels) else None
+        splits[name], seconds = UInt8Images(images.filename, labels, rows), seconds + built
+    return splits, seconds

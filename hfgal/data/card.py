@@ -1,0 +1,140 @@
+"""The GZ10 dataset card, rendered from `hub_cards/dataset_card.md` by a pure function of the split info.
+
+What GZ10 is, the class table with counts per split, how the split was made (seed, separation, sky groups found),
+provenance, citation, licence and known caveats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..constants import GZ10_CITATION, GZ10_CLASS_COUNTS, GZ10_CLASSES, GZ10_DESCRIPTIONS, GZ10_PXSCALE
+from ..errors import HfgalError
+from ..hub_access import is_hub_id
+from ..io import card_template
+from .split import SPLITS
+
+if TYPE_CHECKING:
+    from huggingface_hub import DatasetCard
+
+DATASET_TAGS = ["astronomy", "galaxy-morphology", "galaxy10", "hfgal"]
+DATASET_LICENSE_DETAILS = (
+    "The Galaxy10 DECaLS release (Leung & Bovy, https://github.com/henrysky/Galaxy10, Zenodo 10.5281/zenodo.10845026) "
+    "does not state a licence clearly. Its images come from the DESI Legacy Imaging Surveys (Dey et al. 2019) and its "
+    "labels from Galaxy Zoo DECaLS volunteers (Walmsley et al. 2022): follow the terms of those sources and cite them."
+)
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def _source_label(source: str | None) -> str | None:
+    """Where the data came from, without the local directory layout of whoever built it."""
+    if not source:
+        return None
+    if source.startswith("synthetic") or is_hub_id(source):
+        return f"`{source}`"
+    return f"`{Path(source).name}`"
+
+
+def render_dataset_card(split_info: dict, repo_id: str | None = None) -> DatasetCard:
+    """Render the GZ10 dataset card from a split summary (the `split_info.json` of a built dataset).
+
+    Args:
+        split_info: `{"source", "scheme", "seed", "separation_arcsec", "num_rows", "duplicate_groups",
+            "grouped_rows", "cross_split_pairs", "fractions", "counts": {split: [10 ints]}}`; only `counts` is
+            required, the rest is described when present.
+        repo_id: the Hub dataset id the card will live in (used in the loading snippet).
+
+    Returns:
+        A `huggingface_hub.DatasetCard`; `datasets`' own push adds the `configs`/`dataset_info` metadata.
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    counts = split_info.get("counts") or {}
+    missing = [s for s in SPLITS if len(counts.get(s) or []) != len(GZ10_CLASSES)]
+    if missing:
+        raise HfgalError(
+            f"split info has no 10 class counts for {', '.join(missing)}; rebuild the dataset with `hfgal data build`"
+        )
+    class_rows = []
+    for i, name in enumerate(GZ10_CLASSES):
+        row = {s: int(counts[s][i]) for s in SPLITS}
+        class_rows.append(
+            {"index": i, "name": name, "description": GZ10_DESCRIPTIONS[name], **row, "total": sum(row.values())}
+        )
+    totals = {s: sum(r[s] for r in class_rows) for s in (*SPLITS, "total")}
+    num_rows = int(split_info.get("num_rows") or totals["total"])
+    source = str(split_info.get("source") or "")
+    synthetic = source.startswith("synthetic")
+    pretty_name = "Synthetic GZ10-like galaxies" if synthetic else "Galaxy10 DECaLS"
+    repo_ref = repo_id or "USER/galaxy10_decals"
+
+    card_data = DatasetCardData(
+        pretty_name=pretty_name,
+        license="other",
+        license_name="galaxy10-decals-sources",
+        license_link="https://github.com/henrysky/Galaxy10",
+        license_details=DATASET_LICENSE_DETAILS,
+        task_categories=["image-classification"],
+        task_ids=["multi-class-image-classification"],
+        annotations_creators=["machine-generated" if synthetic else "crowdsourced"],
+        size_categories=[_size_category(num_rows)],
+        tags=[*DATASET_TAGS, *(["synthetic"] if synthetic else [])],
+    )
+    rare = GZ10_CLASS_COUNTS[4] / sum(GZ10_CLASS_COUNTS)
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(card_template("dataset_card.md")),
+        pretty_name=pretty_name,
+        synthetic=synthetic,
+        source=source,
+        source_label=_source_label(source),
+        gz10_total=sum(GZ10_CLASS_COUNTS),
+        num_rows=num_rows,
+        class_rows=class_rows,
+        totals=totals,
+        split_text=_split_text(split_info, totals),
+        rare_share=f"{100 * rare:.1f} %",
+        pxscale=GZ10_PXSCALE,
+        repo_ref=repo_ref,
+        citation=GZ10_CITATION,
+    )
+
+
+def _split_text(info: dict, totals: dict) -> str:
+    fractions = info.get("fractions") or {s: totals[s] / max(totals["total"], 1) for s in SPLITS}
+    share = "/".join(f"{100 * float(fractions[s]):.0f}" for s in SPLITS)
+    scheme = info.get("scheme")
+    seed = info.get("seed")
+    parts = [
+        f"The rows were split {share} into train/validation/test, stratified by class (each class keeps the same "
+        "proportions in every split)"
+        + (f", with hfgal's `{scheme}` scheme" if scheme else "")
+        + (f" and seed {seed}" if seed is not None else "")
+        + "."
+    ]
+    sep = info.get("separation_arcsec")
+    groups = int(info.get("duplicate_groups") or 0)
+    grouped_rows = int(info.get("grouped_rows") or 0)
+    cross = int(info.get("cross_split_pairs") or 0)
+    if sep is None:
+        parts.append("The source has no sky coordinates, so duplicates could not be searched for.")
+    else:
+        parts.append(
+            f"Galaxies closer than {float(sep):g} arcsec on the sky were linked into groups: {groups} groups of two "
+            f"or more galaxies ({grouped_rows} rows) were found."
+        )
+        if cross == 0:
+            parts.append("Every group sits in a single split: no close pair crosses the train/validation/test line.")
+        else:
+            parts.append(
+                f"{cross} close pairs ended in different splits (this scheme does not keep sky neighbours "
+                "together), so the test split is slightly optimistic."
+            )
+    return " ".join(parts)

@@ -1,0 +1,155 @@
+"""A GZ10 `DatasetDict` as a folder: `save_to_disk` files, `split_info.json` and the dataset card, written whole
+(built aside, renamed at the end) by one writer at a time. The library side of `hfgal data build | synthetic`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..constants import DEFAULT_SEPARATION_ARCSEC
+from ..errors import HfgalError
+from ..io import atomic_output_dir, atomic_write_json, output_lock
+from .split import SPLITS, split_summary
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+
+SPLIT_INFO_FILE = "split_info.json"
+CARD_FILE = "README.md"  # the dataset card, where the Hub looks for it
+
+
+def save_gz10(
+    dsd: DatasetDict,
+    out: str | os.PathLike,
+    *,
+    split_info: dict | None = None,
+    repo_id: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write `dsd` with `save_to_disk`, its `split_info.json` and its dataset card (README.md) into `out`.
+
+    The folder is built in a temporary sibling and renamed at the end: a crash leaves no partial `out`.
+    """
+    from .card import render_dataset_card
+
+    info = split_info or getattr(dsd, "split_info", None) or describe_splits(dsd)
+    out = Path(out)
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        dsd.save_to_disk(str(tmp))
+        atomic_write_json(tmp / SPLIT_INFO_FILE, info)
+        render_dataset_card(info, repo_id=repo_id).save(tmp / CARD_FILE)
+    return out
+
+
+def describe_splits(dsd: DatasetDict, *, separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC) -> dict:
+    """Split summary (counts, sky groups, cross-split pairs) computed from a DatasetDict's own columns."""
+    labels, ra, dec, split_of = [], [], [], []
+    for i, s in enumerate(SPLITS):
+        cols = dsd[s].select_columns(["label", "ra", "dec"]).with_format("numpy")[:]
+        labels.append(cols["label"])
+        ra.append(cols["ra"])
+        dec.append(cols["dec"])
+        split_of.append(np.full(len(cols["label"]), i))
+    return split_summary(
+        np.concatenate(labels),
+        np.concatenate(split_of),
+        np.concatenate(ra),
+        np.concatenate(dec),
+        separation_arcsec=separation_arcsec,
+    )
+
+
+@contextlib.contextmanager
+def _staging_cache(out: Path) -> Iterator[str]:
+    """A datasets cache beside `out`, deleted afterwards: a conversion writes nowhere but next to its output.
+
+    Named like `atomic_output_dir`'s staging folders, so the leftovers of a killed build are swept by the next one.
+    """
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp-{os.getpid()}-cache-", dir=out.parent) as tmp:
+        yield tmp
+
+
+def build_dataset(
+    out: str | os.PathLike,
+    *,
+    h5: str | os.PathLike | None = None,
+    source: str | None = None,
+    seed: int = 42,
+    split_scheme: str = "default",
+    separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC,
+    repo_id: str | None = None,
+    overwrite: bool = False,
+) -> DatasetDict:
+    """Convert a GZ10 source into a dataset folder `out` (`hfgal data build`), holding the folder's lock.
+
+    Args:
+        out: the folder to write (built aside and renamed at the end).
+        h5: a Galaxy10_DECals.h5 file; or
+        source: any `load_gz10` source (folder, Hub id, `synthetic:N`).
+        seed, split_scheme, separation_arcsec: the split (see `hfgal.data.split.gz10_split`).
+        repo_id: the Hub dataset id the card will name, when it is going to be pushed.
+        overwrite: replace `out` if it exists.
+
+    Returns:
+        The `DatasetDict` written.
+
+    Raises:
+        HfgalError: `out` exists, nothing to build from, or the source is bad (one line each).
+    """
+    from .sources import gz10_from_h5, load_gz10, resolve_source
+
+    out = Path(out)
+    _refuse_existing(out, overwrite)
+    if h5 is None and source is None:
+        raise HfgalError("nothing to build from; pass --h5 PATH (or --source SOURCE)")
+    found = resolve_source(h5 if h5 is not None else source)  # a bad source fails before anything is written
+    if h5 is not None and found.kind != "h5":
+        raise HfgalError(f"--h5 {h5} is not an h5 file; pass Galaxy10_DECals.h5, or use --source for folders")
+    with output_lock(out, what="hfgal data build"), _staging_cache(out) as cache_dir:
+        if h5 is not None:
+            dsd = gz10_from_h5(
+                h5, seed=seed, split_scheme=split_scheme, separation_arcsec=separation_arcsec, cache_dir=cache_dir
+            )
+        else:
+            # A Hub dataset is downloaded into the usual datasets cache (reused by later builds); local sources and
+            # synthetic galaxies are converted in the staging cache.
+            dsd = load_gz10(
+                source, seed=seed, split_scheme=split_scheme, cache_dir=None if found.kind == "hub" else cache_dir
+            )
+        save_gz10(dsd, out, repo_id=repo_id, overwrite=overwrite)
+    return dsd
+
+
+def build_synthetic(
+    out: str | os.PathLike,
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    proportions: str = "gz10",
+    split_scheme: str = "default",
+    overwrite: bool = False,
+) -> DatasetDict:
+    """Generate `n` synthetic galaxies into a dataset folder `out` (`hfgal data synthetic`)."""
+    from .synthetic import gz10_synthetic
+
+    out = Path(out)
+    _refuse_existing(out, overwrite)
+    if n < 100:
+        raise HfgalError(f"--n {n} is too small to split into train/validation/test; use at least 100")
+    with output_lock(out, what="hfgal data synthetic"), _staging_cache(out) as cache_dir:
+        dsd = gz10_synthetic(n=n, seed=seed, proportions=proportions, split_scheme=split_scheme, cache_dir=cache_dir)
+        save_gz10(dsd, out, overwrite=overwrite)
+    return dsd
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise HfgalError(f"{out} already exists; pass --overwrite to replace it or choose another --out")

@@ -1,0 +1,228 @@
+"""Honest GZ10 splits: stratified by class, with galaxies close on the sky kept together.
+
+Galaxy10 DECaLS holds 59 pairs of identical coordinates (the same galaxy twice) and ~160 overlapping cutouts.
+A random split puts some of them on both sides of the train/test line, so the test set partly measures memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SPLITS = ("train", "validation", "test")
+SCHEMES = {
+    # name: (fractions of train/validation/test, keep sky neighbours together)
+    "default": ({"train": 0.8, "validation": 0.1, "test": 0.1}, True),
+    # 90/10 train/test like the published Hub copy; validation carved out of train (10 % of it).
+    "poster": ({"train": 0.81, "validation": 0.09, "test": 0.1}, False),
+}
+
+
+def sky_groups(ra: np.ndarray, dec: np.ndarray, separation_arcsec: float) -> np.ndarray:
+    """Connected components of galaxies closer than `separation_arcsec` (great-circle distance).
+
+    Args:
+        ra, dec: coordinates in degrees; NaN coordinates form groups of their own.
+        separation_arcsec: linking length.
+
+    Returns:
+        int64 group id per galaxy (ids are the smallest member index of each group).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    n = len(ra)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    ra_r, dec_r = np.radians(ra[ok]), np.radians(dec[ok])
+    xyz = np.stack([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r), np.sin(dec_r)], axis=1)
+    # Chord length of the linking angle: great-circle distance without trigonometry per pair.
+    chord = 2 * np.sin(np.radians(separation_arcsec / 3600) / 2)
+    pairs = cKDTree(xyz).query_pairs(chord, output_type="ndarray") if len(xyz) and separation_arcsec > 0 else None
+    idx = np.flatnonzero(ok)
+    rows = idx[pairs[:, 0]] if pairs is not None and len(pairs) else np.empty(0, dtype=np.int64)
+    cols = idx[pairs[:, 1]] if pairs is not None and len(pairs) else np.empty(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    # Relabel each component by its smallest member so ids are stable and meaningful.
+    first = np.full(comp.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first, comp, np.arange(n))
+    return first[comp]
+
+
+def largest_remainder(shares, total: int | None = None, tiebreak=None) -> np.ndarray:
+    """Round non-negative real `shares` to integers that sum to `total` (default: the rounded sum of the shares).
+
+    Every share gets its floor; the units left go to the largest fractional parts (ties: in order, or by `tiebreak`
+    ascending). Used for exact per-class counts: split targets, synthetic class counts, a carved validation split.
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    total = int(round(float(shares.sum()))) if total is None else int(total)
+    counts = np.floor(shares).astype(np.int64)
+    remainder = shares - counts
+    order = np.argsort(-remainder, kind="stable") if tiebreak is None else np.lexsort((tiebreak, -remainder))
+    counts[order[: max(total - int(counts.sum()), 0)]] += 1
+    return counts
+
+
+def _targets(counts: np.ndarray, fractions: dict[str, float]) -> np.ndarray:
+    """(3, C) integer targets per split and class.
+
+    Every class gets the floor or the ceiling of its exact share in each split and keeps its total, and every split
+    gets its share of all the data, rounded. Rounding each class on its own would hand every leftover image of a
+    small class to train (3 images at 80/10/10: 2.4/0.3/0.3 -> 3/0/0) and leave validation and test empty; here the
+    units left over after the floors go to the largest fractional parts whose split is still short.
+    """
+    frac = np.array([fractions[s] for s in SPLITS])
+    raw = frac[:, None] * counts[None, :]  # (3, C) exact shares
+    out = np.floor(raw).astype(np.int64)
+    owed = largest_remainder(frac * counts.sum(), total=int(counts.sum())) - out.sum(axis=1)  # (3,) per split
+    left = counts - out.sum(axis=0)  # (C,) per class
+    remainder = raw - out
+    for cell in np.argsort(-remainder.ravel(), kind="stable"):
+        split, c = divmod(int(cell), counts.shape[0])
+        if remainder[split, c] > 0 and owed[split] > 0 and left[c] > 0:
+            out[split, c] += 1
+            owed[split] -= 1
+            left[c] -= 1
+    for c in np.flatnonzero(left > 0):  # only when the split totals could not all be met
+        order = np.argsort(-(raw[:, c] - out[:, c]), kind="stable")
+        out[order[: left[c]], c] += 1
+    return out
+
+
+def gz10_split(
+    labels: np.ndarray,
+    ra: np.ndarray | None = None,
+    dec: np.ndarray | None = None,
+    *,
+    seed: int = 42,
+    scheme: str = "default",
+    separation_arcsec: float = 10.0,
+    num_classes: int = 10,
+) -> dict[str, np.ndarray]:
+    """Assign every galaxy to train/validation/test.
+
+    Stratified by class with exact per-class targets; in the `default` scheme, galaxies closer than
+    `separation_arcsec` on the sky form a group that always lands in one split (groups are placed first, then
+    single galaxies fill each class up to its target). Deterministic for a given seed.
+
+    Args:
+        labels: class index per galaxy.
+        ra, dec: degrees (optional; without them every galaxy is its own group).
+        seed: random seed of the assignment.
+        scheme: `default` (80/10/10, duplicate-aware) or `poster` (90/10 train/test like the Hub copy, validation
+            carved from train, no grouping).
+        separation_arcsec: linking length of the groups.
+
+    Returns:
+        Sorted row indices per split.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown split scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    fractions, grouped = SCHEMES[scheme]
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    groups = (
+        sky_groups(np.asarray(ra, float), np.asarray(dec, float), separation_arcsec)
+        if grouped and ra is not None and dec is not None
+        else np.arange(n)
+    )
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=num_classes)
+    targets = _targets(counts, fractions)
+    filled = np.zeros_like(targets)
+    assign = np.full(n, -1, dtype=np.int64)
+
+    _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    members_of = np.split(order, np.cumsum(sizes)[:-1])
+    pending = [members_of[g] for g in rng.permutation(np.flatnonzero(sizes > 1))]
+    while pending:
+        pick, split = _place_group(pending, labels, targets - filled, num_classes, rng)
+        members = pending.pop(pick)
+        assign[members] = split
+        np.add.at(filled[split], labels[members], 1)
+    # Single galaxies (or everything when not grouped): shuffle each class and fill the remaining targets.
+    for c in range(num_classes):
+        rows = np.flatnonzero((labels == c) & (assign < 0))
+        rows = rng.permutation(rows)
+        need = np.maximum(targets[:, c] - filled[:, c], 0)
+        # Overshoot from groups makes `need` sum to less than the rows left: the remainder goes to train.
+        bounds = np.cumsum(need)
+        split_of = np.searchsorted(bounds, np.arange(len(rows)), side="right")
+        split_of = np.where(split_of > 2, 0, split_of)
+        assign[rows] = split_of
+        np.add.at(filled, (split_of, np.full(len(rows), c)), 1)
+
+    return {s: np.flatnonzero(assign == i) for i, s in enumerate(SPLITS)}
+
+
+def _place_group(
+    pending: list[np.ndarray], labels: np.ndarray, free: np.ndarray, num_classes: int, rng: np.random.Generator
+) -> tuple[int, int]:
+    """Which pending group of sky neighbours to place next, and in which split.
+
+    The group with the fewest splits it fits in whole goes first (ties: in the shuffled order), so the hard cases are
+    not left until nothing fits. It goes to a split it fits in, drawn in proportion to the free places there for its
+    classes: groups land in each split about as often as single galaxies do, instead of piling up in the largest
+    split. When it fits nowhere, it goes where it overshoots the targets least.
+    """
+    needs = [np.bincount(labels[members], minlength=num_classes) for members in pending]
+    fits = [np.flatnonzero((free >= need).all(axis=1)) for need in needs]
+    pick = min(range(len(pending)), key=lambda i: len(fits[i]))
+    need, options = needs[pick], fits[pick]
+    room = np.maximum(free[:, need > 0], 0).sum(axis=1).astype(np.float64)
+    if len(options) and room[options].sum() > 0:
+        return pick, int(rng.choice(options, p=room[options] / room[options].sum()))
+    overshoot = np.maximum(need[None, :] - free, 0).sum(axis=1)
+    return pick, int(np.lexsort((-room, overshoot))[0])
+
+
+def split_summary(
+    labels: np.ndarray,
+    split_of: np.ndarray,
+    ra: np.ndarray | None = None,
+    dec: np.ndarray | None = None,
+    *,
+    separation_arcsec: float = 10.0,
+    num_classes: int = 10,
+) -> dict:
+    """Counts per split and class, sky groups found, and close pairs that cross splits.
+
+    Args:
+        labels: class per galaxy; split_of: split index per galaxy (0 train, 1 validation, 2 test).
+        ra, dec: degrees, or None when the source has no coordinates.
+
+    Returns:
+        A JSON-ready dict (the `split_info.json` of a built dataset and the input of its card).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    split_of = np.asarray(split_of, dtype=np.int64)
+    n = len(labels)
+    info = {
+        "num_rows": int(n),
+        "separation_arcsec": None,
+        "duplicate_groups": 0,
+        "grouped_rows": 0,
+        "cross_split_pairs": 0,
+        "counts": {
+            s: np.bincount(labels[split_of == i], minlength=num_classes).tolist() for i, s in enumerate(SPLITS)
+        },
+    }
+    have_coords = ra is not None and dec is not None and np.isfinite(np.asarray(ra, float)).any()
+    if have_coords:
+        groups = sky_groups(np.asarray(ra, float), np.asarray(dec, float), separation_arcsec)
+        _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+        multi = np.flatnonzero(sizes > 1)
+        cross = 0  # pairs of close galaxies that ended in different splits (0 by construction when grouped)
+        for g in multi:
+            where = split_of[inverse == g]
+            same = np.bincount(where, minlength=3)
+            cross += (len(where) * (len(where) - 1) - int((same * (same - 1)).sum())) // 2
+        info.update(
+            separation_arcsec=float(separation_arcsec),
+            duplicate_groups=int(len(multi)),
+            grouped_rows=int(sizes[multi].sum()) if len(multi) else 0,
+            cross_split_pairs=int(cross),
+        )
+    return info

@@ -1,0 +1,286 @@
+"""Energy and CO2 of training and evaluation, measured offline with codecarbon, one tracker per machine."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..errors import HfgalError
+from .results import CarbonPhase, CarbonRecord
+
+logger = logging.getLogger(__name__)
+
+# Keys of the `carbon` dict that are not phase names.
+_SUMMARY_KEYS = (
+    "emissions_kg",
+    "energy_kwh",
+    "duration_s",
+    "country_iso_code",
+    "region",
+    "tracking_mode",
+    "cpu_model",
+    "gpu_model",
+)
+_DEFAULT_PHASES = ("train", "eval")
+
+
+@dataclass
+class _Active:
+    phase: str
+    tracker: Any  # codecarbon tracker, or None on ranks that do not measure / when codecarbon failed
+    started: float
+
+
+class _DropExpectedWarnings(logging.Filter):
+    # We ask for concurrent trackers on purpose (a study runs several on one machine); codecarbon warns about it
+    # at every construction.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Multiple instances of codecarbon are allowed" not in record.getMessage()
+
+
+def _quiet_codecarbon() -> None:
+    cc_logger = logging.getLogger("codecarbon")
+    cc_logger.setLevel(logging.WARNING)
+    if not any(isinstance(f, _DropExpectedWarnings) for f in cc_logger.filters):
+        cc_logger.addFilter(_DropExpectedWarnings())
+
+
+class CarbonCallback(TrainerCallback):
+    """Measure energy (kWh), emissions (kg CO2eq) and time of training and of any named phase, offline.
+
+    Wraps `codecarbon.OfflineEmissionsTracker`: the grid's carbon intensity comes from the country (and optional
+    region) you give, never from an IP look-up, so the number is right on clusters without internet.
+    Training is tracked from `on_train_begin` to `on_train_end`; wrap other work in `with callback.track("eval")`.
+    In multi-process runs only local rank 0 of each machine measures (codecarbon's "machine" mode measures the
+    whole machine), and `summary(gather=True)` adds the machines up. Nothing is written to disk: codecarbon's
+    CSV/API outputs are off and no lock file is taken, so concurrent runs never block each other. If codecarbon
+    fails to start, a warning is logged once and the phase reports zero energy: tracking never stops a run.
+
+    Args:
+        output_dir: folder codecarbon may use for its own hardware logs (only on macOS with powermetrics or Intel
+            Power Gadget); defaults to the Trainer's `output_dir`.
+        country_iso_code: ISO 3166-1 alpha-3 code of the country whose electricity mix is used ("USA", "FRA").
+        region: optional US state or Canadian province (e.g. "california") for a regional mix.
+        enabled: False makes every method a no-op; `summary()` then returns zeros with the same keys.
+        tracking_mode: codecarbon's "machine" (whole machine, the default) or "process" (this process only).
+        measure_power_secs: seconds between power samples.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike | None = None,
+        country_iso_code: str = "USA",
+        region: str | None = None,
+        enabled: bool = True,
+        tracking_mode: str = "machine",
+        measure_power_secs: float = 15.0,
+    ):
+        if tracking_mode not in ("machine", "process"):
+            raise HfgalError(f"tracking_mode {tracking_mode!r} is not known; use 'machine' or 'process'")
+        if measure_power_secs <= 0:
+            raise HfgalError(f"measure_power_secs={measure_power_secs} must be positive; the default is 15")
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.country_iso_code = str(country_iso_code).upper()
+        self.region = region.lower() if region else None
+        self.enabled = enabled
+        self.tracking_mode = tracking_mode
+        self.measure_power_secs = float(measure_power_secs)
+        if enabled:
+            _check_country(self.country_iso_code)
+        self._phases: dict[str, CarbonPhase] = {name: CarbonPhase() for name in _DEFAULT_PHASES}
+        self._hardware: dict[str, str | None] = {"cpu_model": None, "gpu_model": None}
+        self._active: _Active | None = None
+        self._warned = False
+        # Launchers (torchrun, accelerate) set LOCAL_RANK; the Trainer's state refines it in on_train_begin.
+        self._local_zero = int(os.environ.get("LOCAL_RANK", 0) or 0) == 0
+
+    # ------------------------------------------------------------------ Trainer hooks
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._local_zero = bool(state.is_local_process_zero)
+        if self.output_dir is None and getattr(args, "output_dir", None):
+            self.output_dir = Path(args.output_dir)
+        if self._active is not None:
+            self._warn_once(f"training started inside carbon phase {self._active.phase!r}; it is counted there")
+            return
+        self._start("train")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._active is not None and self._active.phase == "train":
+            self._stop()
+
+    # ------------------------------------------------------------------ phases
+
+    @contextlib.contextmanager
+    def track(self, phase: str) -> Iterator[CarbonCallback]:
+        """Track the energy, emissions and time of the enclosed block as `phase` (added up over repeated uses).
+
+        Args:
+            phase: a name such as "eval"; it becomes a key of `summary()`.
+
+        Returns:
+            A context manager yielding this callback.
+
+        Raises:
+            HfgalError: if `phase` is a reserved summary key, or another phase is being tracked (a machine is
+                measured once, so phases cannot nest).
+        """
+        if not isinstance(phase, str) or not phase or phase in _SUMMARY_KEYS:
+            raise HfgalError(f"carbon phase name {phase!r} is not allowed; use a name such as 'eval' or 'predict'")
+        if self._active is not None:
+            raise HfgalError(
+                f"carbon phase {phase!r} started while {self._active.phase!r} is tracked; end that phase first"
+            )
+        self._start(phase)
+        try:
+            yield self
+        finally:
+            self._stop()
+
+    def _start(self, phase: str) -> None:
+        self._phases.setdefault(phase, CarbonPhase())
+        tracker = self._start_tracker() if self.enabled and self._local_zero else None
+        self._active = _Active(phase, tracker, time.perf_counter())
+
+    def _stop(self) -> None:
+        active, self._active = self._active, None
+        if active is None or not self.enabled:
+            return
+        duration = time.perf_counter() - active.started
+        emissions = energy = 0.0
+        if active.tracker is not None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    stopped = active.tracker.stop()
+                data = getattr(active.tracker, "final_emissions_data", None)
+                if stopped is None or data is None:
+                    raise RuntimeError("codecarbon returned no measurement (see its log above)")
+                emissions, energy = float(data.emissions), float(data.energy_consumed)
+                self._hardware = {"cpu_model": data.cpu_model or None, "gpu_model": data.gpu_model or None}
+            except Exception as err:  # a measurement must never end a training run
+                self._warn_once(f"codecarbon failed to measure phase {active.phase!r} ({err}); it counts as 0 kWh")
+        self._phases[active.phase] += CarbonPhase(emissions, energy, duration)
+
+    def _start_tracker(self):
+        try:
+            _quiet_codecarbon()
+            from codecarbon import OfflineEmissionsTracker
+
+            kwargs = self._tracker_kwargs(OfflineEmissionsTracker)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                tracker = OfflineEmissionsTracker(**kwargs)
+                tracker.start()
+            # codecarbon catches its own start-up errors and only logs them; an unset start time is the sign.
+            if getattr(tracker, "_start_time", None) is None:
+                raise RuntimeError("the tracker did not start (see codecarbon's log above)")
+            return tracker
+        except Exception as err:  # a measurement must never end a training run
+            self._warn_once(f"codecarbon could not start ({err}); energy and emissions are reported as 0")
+            return None
+
+    def _tracker_kwargs(self, tracker_cls) -> dict[str, Any]:
+        from codecarbon.emissions_tracker import BaseEmissionsTracker
+
+        accepted = set(inspect.signature(BaseEmissionsTracker.__init__).parameters)
+        kwargs: dict[str, Any] = {
+            "country_iso_code": self.country_iso_code,
+            "region": self.region,
+            "project_name": "hfgal",
+            "measure_power_secs": self.measure_power_secs,
+            "tracking_mode": self.tracking_mode,
+            "log_level": "warning",
+            # A study runs several trackers on one machine; codecarbon 2.x would otherwise hold /tmp/.codecarbon.lock.
+            "allow_multiple_runs": True,
+            # Explicit values beat ~/.codecarbon.config, which could otherwise switch on an HTTP endpoint.
+            "emissions_endpoint": False,
+        }
+        if self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            kwargs["output_dir"] = str(self.output_dir)
+        # codecarbon 3 replaced save_to_file with output_methods; both mean "write no emissions.csv".
+        if "output_methods" in accepted:
+            kwargs["output_methods"] = []
+        else:
+            kwargs["save_to_file"] = False
+        return {k: v for k, v in kwargs.items() if k in accepted or k in ("country_iso_code", "region")}
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("hfgal carbon tracking: %s", message)
+
+    # ------------------------------------------------------------------ results
+
+    def summary(self, gather: bool = False) -> CarbonRecord:
+        """The `carbon` record of results.json: per-phase and total kg CO2eq, kWh and seconds, and the setting.
+
+        Args:
+            gather: add up the machines of a multi-process run through `torch.distributed` (when initialised):
+                emissions and energy are summed over ranks (ranks that did not measure add 0), durations take
+                the longest rank. Every rank must call it, and every rank gets the same record.
+
+        Returns:
+            A `CarbonRecord` with a `train` and an `eval` phase and any other tracked phase; emissions in kg as
+            codecarbon reports them.
+        """
+        phases = {name: dataclasses.replace(values) for name, values in self._phases.items()}
+        hardware = dict(self._hardware)
+        if gather:
+            phases, hardware = _gather(phases, hardware)
+        return CarbonRecord(
+            phases=phases,
+            country_iso_code=self.country_iso_code,
+            region=self.region,
+            tracking_mode=self.tracking_mode,
+            cpu_model=hardware["cpu_model"],
+            gpu_model=hardware["gpu_model"],
+        )
+
+
+def _gather(phases: dict[str, CarbonPhase], hardware: dict[str, str | None]):
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return phases, hardware
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (phases, hardware))
+    # Reduced in rank order on every rank, so all ranks compute bit-identical totals.
+    names = list(dict.fromkeys(name for rank_phases, _ in gathered for name in rank_phases))
+    merged = {}
+    for name in names:
+        per_rank = [rank_phases.get(name, CarbonPhase()) for rank_phases, _ in gathered]
+        merged[name] = CarbonPhase(
+            emissions_kg=float(sum(p.emissions_kg for p in per_rank)),
+            energy_kwh=float(sum(p.energy_kwh for p in per_rank)),
+            # Machines run a phase side by side: its duration is the wall time of the slowest one.
+            duration_s=float(max(p.duration_s for p in per_rank)),
+        )
+    measured = [rank_hardware for _, rank_hardware in gathered if rank_hardware["cpu_model"] is not None]
+    return merged, (measured[0] if measured else hardware)
+
+
+def _check_country(code: str) -> None:
+    try:
+        from codecarbon.input import DataSource
+
+        known = DataSource().get_global_energy_mix_data()
+    except Exception:  # without codecarbon's tables the tracker warns at start instead
+        return
+    if code not in known:
+        raise HfgalError(
+            f"country code {code!r} is not in codecarbon's energy-mix table; "
+            "use an ISO 3166-1 alpha-3 code such as USA, FRA, DEU or CAN"
+        )

@@ -1,0 +1,391 @@
+"""The run folder: the names of the files a fine-tuning run leaves, and `RunRecord`, the typed `results.json`.
+
+The recipe builds one `RunRecord` and writes it last (it marks the run complete); cards, study tables, the report,
+shared training and the Space read it back through `read_results` / `check_run_dir`, never by parsing the JSON
+themselves. Light on imports (no torch, no transformers), so `hfgal card` and `hfgal study report` start fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import HfgalError
+from ..io import atomic_write_json
+
+# What a finished run folder holds.
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"  # the resolved recipe arguments, re-usable with --config
+CARD_FILE = "README.md"
+CONFUSION_FILE = "confusion_matrix.png"
+MODEL_CONFIG_FILE = "config.json"
+PROCESSOR_FILE = "preprocessor_config.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def _from_mapping(cls, data: Mapping[str, Any], where: str):
+    """`cls(**data)` keeping only the fields `cls` knows (records written by newer versions still load)."""
+    if not isinstance(data, Mapping):
+        raise HfgalError(f"{where}: expected a mapping, got {type(data).__name__}; rerun the evaluation of this run")
+    known = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except TypeError as err:
+        missing = str(err).split("argument", 1)[-1].strip(": ")
+        raise HfgalError(f"{where}: missing {missing}; rerun the evaluation of this run") from None
+
+
+@dataclass
+class SplitMetrics:
+    """The metrics of one split (`hfgal.train.metrics.compute_gz10_metrics`): accuracies in [0, 1]."""
+
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    accuracy_ci95: list[float]  # [low, high], 95 % bootstrap interval of the accuracy
+    num_examples: int
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> precision, recall, f1, support
+    confusion_matrix: list[list[int]] = field(default_factory=list)  # rows = true class, columns = predicted
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "metrics") -> SplitMetrics:
+        return _from_mapping(cls, data, where)
+
+
+@dataclass
+class CarbonPhase:
+    """Energy, emissions and wall time of one tracked phase (training, evaluation, ...)."""
+
+    emissions_kg: float = 0.0
+    energy_kwh: float = 0.0
+    duration_s: float = 0.0
+
+    def __add__(self, other: CarbonPhase) -> CarbonPhase:
+        return CarbonPhase(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+PHASE_FIELDS = tuple(f.name for f in fields(CarbonPhase))
+
+
+@dataclass
+class CarbonRecord:
+    """The `carbon` block of results.json: tracked phases, their totals and how they were measured.
+
+    In the JSON the phases sit at the top of the block (`carbon.train`, `carbon.eval`) beside the totals
+    (`carbon.emissions_kg`, in kg CO2eq as codecarbon reports them; cards show grams).
+    """
+
+    phases: dict[str, CarbonPhase] = field(default_factory=lambda: {"train": CarbonPhase(), "eval": CarbonPhase()})
+    country_iso_code: str | None = None
+    region: str | None = None
+    tracking_mode: str | None = None
+    cpu_model: str | None = None
+    gpu_model: str | None = None
+
+    @property
+    def total(self) -> CarbonPhase:
+        return sum(self.phases.values(), CarbonPhase())
+
+    @property
+    def emissions_kg(self) -> float:
+        return self.total.emissions_kg
+
+    @property
+    def energy_kwh(self) -> float:
+        return self.total.energy_kwh
+
+    @property
+    def duration_s(self) -> float:
+        return self.total.duration_s
+
+    @property
+    def measured(self) -> bool:
+        """Whether anything was measured (zeros mean tracking was off or failed: no claim is made)."""
+        return self.emissions_kg > 0 or self.energy_kwh > 0
+
+    def with_training_of(self, trained: CarbonRecord) -> CarbonRecord:
+        """This run's phases with `trained`'s training phase: the CO2 of a run that evaluates another run's model
+        (`--trained_run`) counts the training it stands on."""
+        phases = {"train": trained.phases.get("train", CarbonPhase())}
+        phases.update((name, phase) for name, phase in self.phases.items() if name != "train")
+        return dataclasses.replace(self, phases=phases)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: dataclasses.asdict(phase) for name, phase in self.phases.items()}
+        out.update(dataclasses.asdict(self.total))
+        out.update((f.name, getattr(self, f.name)) for f in fields(self) if f.name != "phases")
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> CarbonRecord:
+        data = data or {}
+        phases = {
+            name: CarbonPhase(**{k: float(value.get(k) or 0.0) for k in PHASE_FIELDS})
+            for name, value in data.items()
+            if isinstance(value, Mapping)
+        }
+        setting = {f.name: data.get(f.name) for f in fields(cls) if f.name != "phases"}
+        return cls(phases=phases, **setting)
+
+
+@dataclass
+class Hardware:
+    """Where the run trained: this machine's CPU and GPUs, and the size of the run."""
+
+    cpu: str | None = None
+    cpu_count: int | None = None
+    gpu: str | None = None
+    gpu_count: int = 0
+    num_processes: int = 1
+    num_machines: int = 1
+
+    def describe(self) -> str:
+        """One line for cards and reports, e.g. `1 x NVIDIA H100` or `CPU: AMD EPYC (2 cores)`."""
+        where = f" on each of {self.num_machines} machines" if self.num_machines > 1 else ""
+        if self.gpu:
+            return f"{self.gpu_count or 1} x {self.gpu}{where}"
+        if self.cpu:
+            cores = f" ({self.cpu_count} cores)" if self.cpu_count else ""
+            return f"CPU: {self.cpu}{cores}{where}"
+        return "n/a"
+
+
+@dataclass
+class Hyperparameters:
+    """The optimisation settings that shaped the model (the rest is in config.yaml)."""
+
+    learning_rate: float | None = None
+    per_device_train_batch_size: int | None = None
+    effective_batch_size: int | None = None
+    num_train_epochs: float | None = None
+    max_steps: int | None = None
+    weight_decay: float | None = None
+    warmup_steps: float | None = None
+    lr_scheduler_type: str | None = None
+    label_smoothing_factor: float | None = None
+    layer_decay: float | None = None
+    optim: str | None = None
+    bf16: bool | None = None
+    fp16: bool | None = None
+
+
+# The fields a run copies from the run whose training it shares (`--trained_run`): what training produced.
+TRAINING_OUTCOME = (
+    "model", "model_type", "base_model", "init", "params_total", "params_trainable",
+    "best_checkpoint", "global_step", "epochs", "train_seconds", "train_images_per_second",
+)  # fmt: skip
+
+
+@dataclass
+class RunRecord:
+    """results.json of a finished fine-tuning run: what was trained on which data, how the checkpoint was chosen,
+    its validation and test metrics, and what it cost.
+
+    `validation` and `test` are the metrics of the checkpoint selected on validation; test is evaluated once.
+    """
+
+    model: str
+    validation: SplitMetrics
+    test: SplitMetrics
+    model_type: str | None = None
+    base_model: str | None = None  # Hub id of the pretrained weights, when there are any
+    init: str = "pretrained"  # or "scratch"
+    params_total: int | None = None
+    params_trainable: int | None = None
+    image_size: int | list[int] | None = None
+    linear_probe: bool = False
+    d4_augment: bool = True
+    tta: bool = False
+    dataset: str = ""
+    dataset_revision: str | None = None
+    split_scheme: str | None = None
+    seed: int | None = None
+    run_name: str = ""
+    best_checkpoint: str | None = None
+    global_step: int | None = None
+    epochs: float | None = None
+    train_seconds: float | None = None
+    train_images_per_second: float | None = None
+    trained_by: str | None = None  # the run whose training this one shares (`--trained_run`)
+    carbon: CarbonRecord = field(default_factory=CarbonRecord)
+    cache_build_seconds: float = 0.0
+    hardware: Hardware = field(default_factory=Hardware)
+    training: Hyperparameters = field(default_factory=Hyperparameters)
+    versions: dict[str, str | None] = field(default_factory=dict)
+    hfgal_version: str | None = None
+    complete: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("validation", "test", "hardware", "training"):
+            out[name] = dataclasses.asdict(out[name])
+        out["carbon"] = self.carbon.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = RESULTS_FILE) -> RunRecord:
+        if not isinstance(data, Mapping):
+            raise HfgalError(f"{where}: not a results mapping; rerun the evaluation of this run")
+        data = dict(data)
+        for split in ("validation", "test"):
+            metrics = data.get(split)
+            if not isinstance(metrics, Mapping) or "accuracy" not in metrics or "macro_f1" not in metrics:
+                raise HfgalError(f"{where}: no {split} metrics; rerun the evaluation of this run")
+            data[split] = SplitMetrics.from_dict(metrics, f"{where} ({split})")
+        data["carbon"] = CarbonRecord.from_dict(data.get("carbon"))
+        data["hardware"] = _from_mapping(Hardware, data.get("hardware") or {}, f"{where} (hardware)")
+        data["training"] = _from_mapping(Hyperparameters, data.get("training") or {}, f"{where} (training)")
+        return _from_mapping(cls, data, where)
+
+    def training_outcome(self) -> dict[str, Any]:
+        """What training produced (`TRAINING_OUTCOME`), for a run that shares this run's training."""
+        return {name: getattr(self, name) for name in TRAINING_OUTCOME}
+
+    def save(self, run_dir: str | os.PathLike) -> Path:
+        """Write `run_dir/results.json` atomically: the last file of a run, so its presence marks it complete."""
+        return atomic_write_json(Path(run_dir) / RESULTS_FILE, self.to_dict())
+
+
+def read_results(run_dir: str | os.PathLike) -> RunRecord | None:
+    """The run's record if its results.json is complete, else None (missing, half-written, unfinished, unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / RESULTS_FILE).read_text())
+        record = RunRecord.from_dict(data)
+    except (OSError, ValueError):  # HfgalError is a ValueError
+        return None
+    return record if record.complete is True else None
+
+
+def weight_files(run_dir: str | os.PathLike) -> list[str]:
+    """Names of a run's final weights: one safetensors file, or the index and every shard it lists ([] if absent)."""
+    run_dir = Path(run_dir)
+    if (run_dir / WEIGHTS_FILE).is_file():
+        return [WEIGHTS_FILE]
+    index = run_dir / WEIGHTS_INDEX_FILE
+    if not index.is_file():
+        return []
+    try:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+        return []
+    if not shards or not all((run_dir / s).is_file() for s in shards):
+        return []
+    return [WEIGHTS_INDEX_FILE, *shards]
+
+
+PICKLED_WEIGHTS_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_folder(
+    folder: str | os.PathLike,
+    *,
+    hint: str = "pass a fine-tuning output folder or a Hub repo id",
+    allow_pickle: bool = False,
+) -> list[str]:
+    """The weight files of a folder `from_pretrained` loads (an hfgal run folder or any saved model), or one line
+    saying why it is not one.
+
+    Args:
+        folder: the folder.
+        hint: what the user should pass instead, for the messages.
+        allow_pickle: accept a folder with only `pytorch_model.bin` (loaded with `torch.load(weights_only=True)`).
+
+    Returns:
+        The weight file names (safetensors, or the pickled ones when that is all there is and `allow_pickle`).
+
+    Raises:
+        HfgalError: missing folder, no config.json, no weights.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise HfgalError(f"model folder {folder} does not exist; {hint}")
+    if not folder.is_dir():
+        raise HfgalError(f"{folder} is not a folder; {hint}")
+    if not (folder / MODEL_CONFIG_FILE).is_file():
+        raise HfgalError(f"{folder} has no {MODEL_CONFIG_FILE}; {hint}")
+    weights = weight_files(folder)
+    if not weights and allow_pickle:
+        weights = [name for name in PICKLED_WEIGHTS_FILES if (folder / name).is_file()]
+    if not weights:
+        raise HfgalError(
+            f"{folder} has no {WEIGHTS_FILE} (safetensors weights); save the model with save_pretrained first"
+        )
+    return weights
+
+
+def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's resolved recipe config (config.yaml) as a mapping.
+
+    Raises:
+        HfgalError: missing, not YAML, or not a mapping.
+    """
+    import yaml
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise HfgalError(f"{run_dir}: no {CONFIG_FILE} (the resolved recipe config); rerun recipes/finetune.py")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise HfgalError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); restore the file") from None
+    if not isinstance(config, dict):
+        raise HfgalError(f"{path}: expected a mapping of recipe arguments; restore the file")
+    return config
+
+
+def check_run_dir(
+    run_dir: str | os.PathLike, *, for_push: bool = False, what: str = "run folder"
+) -> tuple[Path, RunRecord, dict[str, Any]]:
+    """Check that `run_dir` is a finished fine-tuning run and read its record and config.
+
+    Args:
+        run_dir: the recipe's OUTPUT_DIR.
+        for_push: also require the files a Hub repo needs to load (`config.json`, `preprocessor_config.json`).
+        what: how the folder is named in messages.
+
+    Returns:
+        `(run_dir, record, config)`.
+
+    Raises:
+        HfgalError: naming the folder and what is missing or broken.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HfgalError(f"{run_dir}: no such {what}; pass the --output_dir of a finished recipes/finetune.py run")
+    results_path = run_dir / RESULTS_FILE
+    if not results_path.is_file():
+        raise HfgalError(f"{run_dir}: no {RESULTS_FILE} — is the run finished? run recipes/finetune.py first")
+    try:
+        data = json.loads(results_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HfgalError(f"{results_path}: not valid JSON ({err}); rerun the evaluation of this run") from None
+    if not isinstance(data, dict) or not data.get("complete"):
+        raise HfgalError(
+            f"{run_dir}: {RESULTS_FILE} is not marked complete — the run did not finish; relaunch "
+            "recipes/finetune.py with --resume_from_checkpoint true"
+        )
+    record = RunRecord.from_dict(data, str(results_path))
+    if not weight_files(run_dir):
+        raise HfgalError(
+            f"{run_dir}: no {WEIGHTS_FILE} (or sharded weights with {WEIGHTS_INDEX_FILE}); the final model was not "
+            "saved — rerun recipes/finetune.py"
+        )
+    config = read_config(run_dir)
+    if for_push:
+        for name in (MODEL_CONFIG_FILE, PROCESSOR_FILE):
+            if not (run_dir / name).is_file():
+                raise HfgalError(f"{run_dir}: no {name}, so the model could not be loaded from the Hub; rerun the run")
+    return run_dir, record, config
+
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """Whether the run folder holds a `checkpoint-*` folder to resume from."""
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and any(p.is_dir() for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*"))
