@@ -35,7 +35,7 @@ from hfgal.train.args import (
     resolved_config,
 )
 from hfgal.train.carbon import CarbonCallback
-from hfgal.train.hardware import keep_freed_memory
+from hfgal.train.hardware import keep_freed_memory, set_torch_threads
 from hfgal.train.metrics import compute_metrics_fn
 from hfgal.train.outputs import build_run_record, plot_test_confusion, save_model, training_outcome, write_config
 from hfgal.train.results import CARD_FILE, RESULTS_FILE
@@ -56,6 +56,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ
     image_size = parse_image_size(model_args.image_size, data_args.tta, data_args.d4_augment)
     resume = resolve_resume(out, training_args.resume_from_checkpoint, training_args.overwrite_output_dir)
     set_seed(training_args.seed)
+    set_torch_threads(training_args)  # the cores / local processes, whatever the launcher set (hfgal.train.hardware)
     # A run that differs from a finished one only in evaluation (e.g. --tta) evaluates that run's selected model.
     shared = shared_training(training_args.trained_run, config) if training_args.trained_run else None
 

@@ -105,6 +105,13 @@ class GZ10TrainingArguments(TrainingArguments):
         default=False, metadata={"help": "start over: delete checkpoints and results already in output_dir"}
     )
     license: str = field(default="apache-2.0", metadata={"help": "licence written in the model card"})
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch threads per process (default: $HFGAL_NUM_THREADS, else the available cores / local "
+            "processes; a launcher's OMP_NUM_THREADS=1 is not taken as a choice)"
+        },
+    )
     trained_run: str | None = field(
         default=None,
         metadata={
@@ -114,6 +121,8 @@ class GZ10TrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise HfgalError(f"--cpu_threads {self.cpu_threads} is not valid; use a whole number >= 1, or omit it")
         if self.use_cpu and self.accelerator_config == {"non_blocking": True}:
             self.accelerator_config = {"non_blocking": False}  # no pinned memory on a CPU run, nothing to overlap
         super().__post_init__()

@@ -145,6 +145,7 @@ class Hardware:
     gpu_count: int = 0
     num_processes: int = 1
     num_machines: int = 1
+    torch_threads: int | None = None  # intra-op threads of each process (hfgal.train.hardware.choose_threads)
 
     def describe(self) -> str:
         """One line for cards and reports, e.g. `1 x NVIDIA H100` or `CPU: AMD EPYC (2 cores)`."""

@@ -123,7 +123,7 @@ EVALUATION_ONLY_SETTINGS = frozenset(
     {"tta", "trained_run", "output_dir", "run_name", "logging_dir", "overwrite_output_dir", "resume_from_checkpoint"}
     | {"push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "per_device_eval_batch_size"}
     | {"dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor", "disable_tqdm"}
-    | {"report_to", "image_cache_dir", "license"}
+    | {"report_to", "image_cache_dir", "license", "cpu_threads"}
 )
 
 
