@@ -11,7 +11,6 @@ confusion_matrix.png, config.yaml and a model card.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from transformers import EarlyStoppingCallback, set_seed
@@ -85,11 +84,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ
         )
 
     # ---- trainer
-    carbon = CarbonCallback(
-        country_iso_code=training_args.carbon_country_iso_code,
-        region=training_args.carbon_region,
-        enabled=training_args.carbon_tracking,
-    )
+    carbon = CarbonCallback.from_args(training_args, resumed_from=resume)  # adds up the resumed segments
     callbacks = [carbon]
     if training_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
@@ -114,20 +109,17 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ
     if training_args.device.type == "cpu":
         keep_freed_memory()  # no page faults on every large tensor of every step (see hfgal.train.hardware)
     if shared is None:
-        start = time.perf_counter()
-        metrics = trainer.train(resume_from_checkpoint=resume).metrics
-        outcome = training_outcome(
-            trainer, loaded, model_args.model_name_or_path, metrics, time.perf_counter() - start
-        )
-    else:
-        outcome = {**shared.training_outcome(), "trained_by": Path(training_args.trained_run).name}
+        trainer.train(resume_from_checkpoint=resume)
 
     # ---- evaluate once: validation (for the record) and test, with the selected model
     trainer.tta = data_args.tta
     with carbon.track("eval"):
         predictions = {split: predict_labels(trainer, splits[split]) for split in ("validation", "test")}
     carbon_record = carbon.summary(gather=True)
-    if shared is not None:  # its CO2 counts the training it stands on
+    if shared is None:  # time and throughput of the whole training, every resumed segment counted
+        outcome = training_outcome(trainer, loaded, model_args.model_name_or_path, carbon_record, len(splits["train"]))
+    else:  # its CO2 counts the training it stands on
+        outcome = {**shared.training_outcome(), "trained_by": Path(training_args.trained_run).name}
         carbon_record = carbon_record.with_training_of(shared.carbon)
 
     # ---- save: model + processor, confusion matrix, results.json last (it marks the run complete), card

@@ -28,6 +28,21 @@ SUMMARY_KEYS = {
     "tracking_mode",
     "cpu_model",
     "gpu_model",
+    "cpu_energy_kwh",
+    "gpu_energy_kwh",
+    "ram_energy_kwh",
+    "segments",
+    "concurrency",
+    "gpu_share",
+    "complete",
+}
+ZERO_PHASE = {
+    "emissions_kg": 0.0,
+    "energy_kwh": 0.0,
+    "duration_s": 0.0,
+    "cpu_energy_kwh": 0.0,
+    "gpu_energy_kwh": 0.0,
+    "ram_energy_kwh": 0.0,
 }
 
 
@@ -101,7 +116,7 @@ def test_trainer_run_is_measured_offline_without_writing_files(tmp_path, monkeyp
 
     assert set(summary) == SUMMARY_KEYS
     assert summary["train"] == after_train["train"]  # the eval phase did not add to training
-    assert after_train["eval"] == {"emissions_kg": 0.0, "energy_kwh": 0.0, "duration_s": 0.0}
+    assert after_train["eval"] == ZERO_PHASE
     for phase in ("train", "eval"):
         assert summary[phase]["duration_s"] > 0
         assert summary[phase]["energy_kwh"] > 0  # codecarbon always models at least RAM power
@@ -160,8 +175,9 @@ def test_disabled_is_a_no_op_with_the_same_schema():
         _busy(0.05)
     s = callback.summary(gather=True).to_dict()
     assert set(s) == SUMMARY_KEYS
-    assert s["train"] == s["eval"] == {"emissions_kg": 0.0, "energy_kwh": 0.0, "duration_s": 0.0}
-    assert s["emissions_kg"] == s["energy_kwh"] == s["duration_s"] == 0.0
+    assert s["train"] == ZERO_PHASE  # never started
+    assert s["eval"]["duration_s"] >= 0.05  # wall time is measured with tracking off too
+    assert s["eval"]["energy_kwh"] == s["emissions_kg"] == s["energy_kwh"] == 0.0
     assert s["cpu_model"] is None
 
 
@@ -255,3 +271,63 @@ def test_summary_gather_sums_machines_over_two_gloo_processes(tmp_path):
     assert one[1]["local"]["cpu_model"] is None
     assert one[0]["gathered"]["eval"]["energy_kwh"] == pytest.approx(one[0]["local"]["eval"]["energy_kwh"])
     assert one[1]["gathered"]["cpu_model"] == one[0]["local"]["cpu_model"]
+
+
+def _tiny_trainer(run_dir: Path, callback: CarbonCallback, max_steps: int):
+    from transformers import Trainer, TrainingArguments
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(64, 4, generator=generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    dataset = [{"pixel_values": x, "labels": int(y)} for x, y in zip(features, labels, strict=True)]
+    args = TrainingArguments(
+        output_dir=str(run_dir), max_steps=max_steps, per_device_train_batch_size=8, learning_rate=0.1,
+        use_cpu=True, report_to="none", save_strategy="steps", save_steps=3, logging_strategy="no",
+        eval_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return Trainer(model=TinyClassifier(), args=args, train_dataset=dataset, callbacks=[callback])
+
+
+def test_checkpoints_carry_the_training_so_far_and_a_resumed_run_adds_it(tmp_path):
+    from hfgal.train.carbon import read_ledger
+
+    run = tmp_path / "run"
+    first = CarbonCallback(measure_power_secs=1)
+    _tiny_trainer(run, first, max_steps=6).train()
+    at3, segments3, complete3 = read_ledger(run / "checkpoint-3")
+    at6, segments6, _ = read_ledger(run / "checkpoint-6")
+    assert segments3 == segments6 == 1 and complete3
+    assert 0 < at3.duration_s < at6.duration_s <= first.summary().phases["train"].duration_s
+    assert 0 < at3.energy_kwh < at6.energy_kwh and at6.emissions_kg > 0
+    assert at6.energy_kwh == pytest.approx(at6.cpu_energy_kwh + at6.gpu_energy_kwh + at6.ram_energy_kwh)
+
+    # A second process resumes from checkpoint-3: its record is the ledger plus its own segment, and says so.
+    resumed = CarbonCallback(measure_power_secs=1, resumed_from=run / "checkpoint-3")
+    _tiny_trainer(run, resumed, max_steps=6).train(resume_from_checkpoint=str(run / "checkpoint-3"))
+    record = resumed.summary()
+    own = record.phases["train"].duration_s - at3.duration_s
+    assert record.segments == 2 and record.complete
+    assert own > 0 and record.phases["train"].energy_kwh > at3.energy_kwh
+    assert read_ledger(run / "checkpoint-6")[1] == 2  # the checkpoint it wrote counts both segments
+
+    # A checkpoint without a ledger (an older hfgal) resumes, but its record says the earlier cost is missing.
+    (run / "checkpoint-3" / "carbon.json").unlink()
+    blind = CarbonCallback(measure_power_secs=1, resumed_from=run / "checkpoint-3")
+    assert blind.summary().complete is False
+
+
+def test_concurrent_runs_book_their_share(monkeypatch):
+    shared = CarbonCallback(concurrency=2, gpu_share=0.5)
+    assert shared.tracking_mode == "process" and CarbonCallback().tracking_mode == "machine"
+
+    class Measured:  # what codecarbon reports for a phase: 2 Wh of GPU energy among 3 Wh
+        energy_consumed, cpu_energy, gpu_energy, ram_energy, emissions = 0.003, 0.0006, 0.002, 0.0004, 0.0012
+
+    booked = shared._booked(Measured)
+    assert booked.gpu_energy_kwh == pytest.approx(0.001) and booked.energy_kwh == pytest.approx(0.002)
+    assert booked.emissions_kg == pytest.approx(0.0012 * 2 / 3)  # the same grid: emissions follow the energy
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert CarbonCallback()._tracker_kwargs(object)["gpu_ids"] == [2, 3]
+    with pytest.raises(HfgalError, match="gpu_share"):
+        CarbonCallback(gpu_share=0)

@@ -426,3 +426,43 @@ def test_two_study_runners_on_one_folder(tmp_path, sample_dir, image_cache):
     results = json.loads((out / "runs" / "convnextv2-nano__seed0" / "results.json").read_text())
     assert results["complete"] and results["global_step"] == 2
     assert (out / "report" / "report.md").is_file() and _lock_is_free(lock)
+
+
+# --------------------------------------------------------------------------- every cost counted once
+
+
+@pytest.mark.slow
+def test_a_run_killed_twice_reports_the_cost_of_the_whole_training(tmp_path, sample_dir, image_cache):
+    """Energy, CO2 and time of a run killed twice and resumed: within 10 % of the same run uninterrupted."""
+    env = _env(image_cache, OMP_NUM_THREADS="2")
+
+    def args(out: Path) -> list[str]:
+        return finetune_args(
+            out, sample_dir, "convnextv2", max_steps=36, save_steps=12, eval_steps=12, image_size="64",
+            per_device_train_batch_size=24,
+        )  # fmt: skip
+
+    whole = tmp_path / "whole"
+    done = subprocess.run([sys.executable, str(FINETUNE), *args(whole)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    out, log = tmp_path / "killed", tmp_path / "killed.log"
+    for step in (12, 24):  # killed right after each of the first two checkpoints, then resumed
+        ledger = out / f"checkpoint-{step}" / "carbon.json"
+        argv = [sys.executable, str(FINETUNE), *args(out), "--resume_from_checkpoint", "true"]
+        _kill_when(_start(argv, env, log), ledger.exists, log)
+    done = _resume(args(out), env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    uninterrupted = json.loads((whole / "results.json").read_text())
+    resumed = json.loads((out / "results.json").read_text())
+    assert (uninterrupted["carbon"]["segments"], resumed["carbon"]["segments"]) == (1, 3)
+    assert resumed["carbon"]["complete"] and resumed["global_step"] == uninterrupted["global_step"] == 36
+    for get in (
+        lambda r: r["train_seconds"],
+        lambda r: r["carbon"]["train"]["energy_kwh"],
+        lambda r: r["carbon"]["train"]["emissions_kg"],
+    ):
+        assert get(resumed) == pytest.approx(get(uninterrupted), rel=0.10)
+    # Throughput: the training's images over the training's time, every segment included.
+    assert resumed["train_images_per_second"] == pytest.approx(uninterrupted["train_images_per_second"], rel=0.10)

@@ -64,6 +64,8 @@ def run_command(
     launcher: str = DEFAULT_LAUNCHER,
     resume: bool = False,
     share: bool = True,
+    concurrency: int = 1,
+    own_gpus: bool = False,
 ) -> list[str]:
     """The exact argv that trains `run`: launcher, recipe, flags; `--resume_from_checkpoint true` when resuming.
 
@@ -74,6 +76,10 @@ def run_command(
         launcher: command prefix, e.g. "accelerate launch --num_processes 1" or "python".
         resume: add `--resume_from_checkpoint true` (the recipe resumes from the latest checkpoint-*).
         share: for a run that shares another's training, add `--trained_run` (that run must be finished first).
+        concurrency: runs on this machine at the same time (`--jobs` / `--gpus`): each run then books only its
+            share of the machine (`--concurrent_runs`, codecarbon's process-level CPU/RAM tracking).
+        own_gpus: every concurrent run has GPUs of its own (`--gpus`); otherwise they share the visible GPUs and
+            each books 1/`concurrency` of their energy (`--gpu_share`).
 
     Returns:
         The argv list.
@@ -82,6 +88,8 @@ def run_command(
     argv = [*shlex.split(launcher), str(Path(recipe).absolute()), *run.recipe_args(runs / run.slug)]
     if share and run.shares_training_of:
         argv += ["--trained_run", str(runs / run.shares_training_of)]
+    if concurrency > 1:
+        argv += ["--concurrent_runs", str(concurrency), "--gpu_share", "1" if own_gpus else f"{1 / concurrency:.6g}"]
     return argv + ["--resume_from_checkpoint", "true"] if resume else argv
 
 
@@ -130,7 +138,13 @@ def _record_run(run: PlannedRun, run_dir: Path, argv: list[str]) -> None:
 
 
 def _launch(
-    run: PlannedRun, out_dir: Path, recipe: Path, launcher: str, gpu: str | None = None, log_tail: int = 40
+    run: PlannedRun,
+    out_dir: Path,
+    recipe: Path,
+    launcher: str,
+    gpu: str | None = None,
+    concurrency: int = 1,
+    log_tail: int = 40,
 ) -> dict:
     """Run one fine-tune as its own process (on `gpu` alone when given); record its spec, log and error.txt."""
     import time
@@ -144,7 +158,9 @@ def _launch(
     # A run sharing another's training evaluates that run's model once it is finished; otherwise it trains.
     base = run.shares_training_of
     share = base is not None and read_results(out_dir / RUNS_DIR / base) is not None
-    argv = run_command(run, out_dir, recipe, launcher, resume=resume, share=share)
+    argv = run_command(
+        run, out_dir, recipe, launcher, resume=resume, share=share, concurrency=concurrency, own_gpus=gpu is not None
+    )
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     (run_dir / RESULTS_FILE).unlink(missing_ok=True)  # a non-complete one from a killed attempt
     _record_run(run, run_dir, argv)
@@ -282,7 +298,7 @@ def _run_all(
         gpu = free_gpus.get() if gpus else None
         try:
             print(f"[start] {run.slug}" + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)
-            outcome = _launch(run, out_dir, recipe, launcher, gpu=gpu)
+            outcome = _launch(run, out_dir, recipe, launcher, gpu=gpu, concurrency=min(jobs, len(todo)))
         finally:
             if gpu is not None:
                 free_gpus.put(gpu)

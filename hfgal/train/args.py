@@ -101,6 +101,17 @@ class GZ10TrainingArguments(TrainingArguments):
     carbon_tracking: bool = field(default=True, metadata={"help": "measure energy and CO2 with codecarbon"})
     carbon_country_iso_code: str = field(default="USA", metadata={"help": "ISO 3166-1 alpha-3 code of the grid"})
     carbon_region: str | None = field(default=None, metadata={"help": "region of the grid (e.g. california)"})
+    carbon_tracking_mode: str = field(
+        default="auto",
+        metadata={"help": "machine, process, or auto: process when --concurrent_runs > 1, else machine"},
+    )
+    concurrent_runs: int = field(
+        default=1, metadata={"help": "runs sharing this machine at the same time (set by recipes/study.py)"}
+    )
+    gpu_share: float = field(
+        default=1.0,
+        metadata={"help": "share of the visible GPUs' energy booked to this run (1/N when N runs share them)"},
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "start over: delete checkpoints and results already in output_dir"}
     )

@@ -15,7 +15,7 @@ from ..models.loading import LoadedModel
 from .confusion import plot_confusion_matrix
 from .hardware import hardware_info, versions_info
 from .metrics import compute_gz10_metrics
-from .results import CONFIG_FILE, CONFUSION_FILE, Hyperparameters, RunRecord, SplitMetrics
+from .results import CONFIG_FILE, CONFUSION_FILE, CarbonRecord, Hyperparameters, RunRecord, SplitMetrics
 
 
 def write_config(out: str | os.PathLike, config: dict[str, Any]) -> Path:
@@ -37,20 +37,26 @@ def save_model(trainer: Any, out: str | os.PathLike, loaded: LoadedModel) -> Non
     ).save_pretrained(str(out))
 
 
-def training_outcome(trainer: Any, loaded: LoadedModel, model: str, metrics: dict[str, float], seconds: float):
+def training_outcome(trainer: Any, loaded: LoadedModel, model: str, carbon: CarbonRecord, num_train: int):
     """What training produced, as `RunRecord` fields (see `hfgal.train.results.TRAINING_OUTCOME`).
+
+    Time is the wall time of training over every segment of a resumed run (the carbon record's `train` phase: each
+    segment up to the checkpoint the next one resumed from, and the last one whole); throughput is the training
+    images those segments went through (epochs x training images) per second of it.
 
     Args:
         trainer: the trainer after `train()` (the best checkpoint on validation is loaded).
         loaded: the model as loaded.
         model: the `--model` the run was asked for.
-        metrics: `TrainOutput.metrics` of `trainer.train()`.
-        seconds: wall time of `trainer.train()`.
+        carbon: the run's carbon record (its `train` phase).
+        num_train: images in the training split.
     """
     from ..models.adapt import count_parameters
 
     total, trainable = count_parameters(trainer.model)
     best = trainer.state.best_model_checkpoint
+    seconds = carbon.phases["train"].duration_s
+    images = (trainer.state.epoch or 0.0) * num_train
     return {
         "model": model,
         "model_type": loaded.model_type,
@@ -62,7 +68,7 @@ def training_outcome(trainer: Any, loaded: LoadedModel, model: str, metrics: dic
         "global_step": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "train_seconds": seconds,
-        "train_images_per_second": metrics.get("train_samples_per_second"),
+        "train_images_per_second": images / seconds if seconds > 0 else None,
     }
 
 

@@ -28,6 +28,7 @@ PROCESSOR_FILE = "preprocessor_config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 CHECKPOINT_PREFIX = "checkpoint-"
+CARBON_LEDGER_FILE = "carbon.json"  # in each checkpoint: the training's energy, CO2 and time up to it
 
 
 def _from_mapping(cls, data: Mapping[str, Any], where: str):
@@ -61,11 +62,17 @@ class SplitMetrics:
 
 @dataclass
 class CarbonPhase:
-    """Energy, emissions and wall time of one tracked phase (training, evaluation, ...)."""
+    """Energy, emissions and wall time of one tracked phase (training, evaluation, ...).
+
+    `energy_kwh` is what the run books: its CPU, GPU and RAM parts (`cpu_energy_kwh`, ...) add up to it.
+    """
 
     emissions_kg: float = 0.0
     energy_kwh: float = 0.0
     duration_s: float = 0.0
+    cpu_energy_kwh: float = 0.0
+    gpu_energy_kwh: float = 0.0
+    ram_energy_kwh: float = 0.0
 
     def __add__(self, other: CarbonPhase) -> CarbonPhase:
         return CarbonPhase(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -88,6 +95,10 @@ class CarbonRecord:
     tracking_mode: str | None = None
     cpu_model: str | None = None
     gpu_model: str | None = None
+    segments: int = 1  # processes the training ran in: 1 + the times it was resumed
+    concurrency: int = 1  # runs sharing the machine while it was measured
+    gpu_share: float = 1.0  # the share of the visible GPUs' energy booked to this run
+    complete: bool = True  # False when a resumed segment could not say what came before it
 
     @property
     def total(self) -> CarbonPhase:
@@ -131,7 +142,7 @@ class CarbonRecord:
             for name, value in data.items()
             if isinstance(value, Mapping)
         }
-        setting = {f.name: data.get(f.name) for f in fields(cls) if f.name != "phases"}
+        setting = {f.name: data[f.name] for f in fields(cls) if f.name != "phases" and f.name in data}
         return cls(phases=phases, **setting)
 
 
