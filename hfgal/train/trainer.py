@@ -44,6 +44,13 @@ class GZ10Trainer(Trainer):
             size = tuple(train_ds.images.shape[-2:]) if isinstance(train_ds, UInt8Images) else (224, 224)
             _prepare_for_ddp(model, train_args, size)
         super().__init__(*args, **kwargs)
+        # Every image has one label: the loss is the mean over each micro-batch, which the Trainer divides by the
+        # gradient-accumulation steps (and DDP averages over ranks). Left on, transformers 5.0 gives models whose
+        # forward takes **kwargs (ViT, BEiT, ...) `num_items_in_batch` and skips that division, while its
+        # `label_smoothing_factor` loss stays a per-micro-batch mean: loss and gradients grow with the accumulation
+        # steps (4x with 4; later 5.x divide the smoothed loss by num_items_in_batch). tests/test_backbones.py checks
+        # 1 vs 4 accumulation steps on 5.0 and on the installed version, and under DDP.
+        self.model_accepts_loss_kwargs = False
         self.mean, self.std = mean, std
         self.d4_augment, self.affine_augment, self.tta = d4_augment, affine_augment, tta
         self.layer_decay = layer_decay
