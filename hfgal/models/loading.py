@@ -5,12 +5,15 @@ backbone expects."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..constants import ID2LABEL, LABEL2ID, NUM_CLASSES
+from ..data.geometry import Geometry
 from ..errors import HfgalError
+from .preprocessing import processor_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +29,8 @@ def image_settings(processor: Any) -> tuple[int, tuple[float, ...], tuple[float,
             `TimmWrapperImageProcessor` (timm `data_config` with `input_size`).
 
     Returns:
-        `(image_size, mean, std)`; ImageNet statistics when the processor has none.
+        `(image_size, mean, std)` in hfgal's `(x / 255 - mean) / std` form: what the processor really does to
+        pixel values (see `effective_normalization`); ImageNet statistics when the processor has none.
     """
     data_config = getattr(processor, "data_config", None)
     if data_config:  # TimmWrapperImageProcessor
@@ -41,9 +45,121 @@ def image_settings(processor: Any) -> tuple[int, tuple[float, ...], tuple[float,
     else:
         size_cfg = dict(size_cfg)
         size = size_cfg.get("height") or size_cfg.get("shortest_edge") or size_cfg.get("width") or 224
-    mean = tuple(float(m) for m in (getattr(processor, "image_mean", None) or IMAGENET_MEAN))
-    std = tuple(float(s) for s in (getattr(processor, "image_std", None) or IMAGENET_STD))
+    mean, std = effective_normalization(processor)
     return int(size), mean, std
+
+
+def effective_normalization(processor: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std that reproduce what a transformers image processor does to pixel values.
+
+    A processor's `image_mean`/`image_std` are not always what it applies: EfficientNet's (`google/efficientnet-b7`)
+    stores the square root of the ImageNet std with `include_top: true` and divides by it twice (effective std
+    0.229, 0.224, 0.225); `rescale_offset` shifts by -1 before normalising; `do_normalize: false` skips it. Rather
+    than re-implementing each processor's rules, ask the processor itself: it maps uniform black, mid-grey and
+    white images through its own pipeline, and the per-channel affine map it applies gives the effective
+    `(x / 255 - mean) / std`. Values that match the processor's own attributes are returned as written.
+
+    Args:
+        processor: a transformers image processor (anything callable as `processor(images=..., return_tensors="pt")`).
+
+    Returns:
+        `(mean, std)` per channel, in units of `x / 255`.
+    """
+    import numpy as np
+    from PIL import Image
+
+    stated_mean = tuple(float(m) for m in (getattr(processor, "image_mean", None) or IMAGENET_MEAN))
+    stated_std = tuple(float(s) for s in (getattr(processor, "image_std", None) or IMAGENET_STD))
+    try:
+        levels = (0, 128, 255)
+        outputs = []
+        for level in levels:
+            pixels = processor(images=Image.new("RGB", (32, 32), (level,) * 3), return_tensors="pt")["pixel_values"]
+            pixels = pixels[0].float().numpy()  # (C, H, W); uniform input: any pixel, the centre one is never padding
+            outputs.append(pixels[:, pixels.shape[1] // 2, pixels.shape[2] // 2].astype(np.float64))
+    except Exception as err:  # noqa: BLE001 - a processor that cannot be probed still states its statistics
+        logger.warning("could not probe %s (%s); using its stated mean/std", type(processor).__name__, err)
+        return stated_mean, stated_std
+    black, grey, white = outputs
+    gain = white - black  # output change per unit of x / 255
+    if np.any(np.abs(gain) < 1e-6) or not np.allclose(grey, black + gain * 128 / 255, atol=1e-3 * np.abs(gain).max()):
+        logger.warning("%s is not a per-channel affine map; using its stated mean/std", type(processor).__name__)
+        return stated_mean, stated_std
+    std, mean = 1.0 / gain, -black / gain
+    if (
+        len(mean) == len(stated_mean)
+        and np.allclose(mean, stated_mean, atol=1e-5)
+        and np.allclose(std, stated_std, rtol=1e-5)
+    ):
+        return stated_mean, stated_std
+    mean, std = tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
+    logger.info(
+        "%s normalises with effective mean %s, std %s (stated: mean %s, std %s)",
+        type(processor).__name__,
+        mean,
+        std,
+        stated_mean,
+        stated_std,
+    )
+    return mean, std
+
+
+# Zoobot trains its encoders on images scaled to [0, 1] with no mean/std normalisation; the mean/std in their timm
+# config.json are only timm's defaults for the architecture (e.g. ImageNet for convnext_nano, 0.5 for
+# maxvit_rmlp_base_rw_224). Sources (mwalmsley/zoobot v2.0.1, commit 1517b20d):
+#   zoobot/pytorch/training/train_with_pytorch_lightning.py L273-279: "check range of loaded images, should be 0-1",
+#       `assert images.max() <= 1.0` / `assert images.min() >= 0.0` on the training batch fed to the model;
+#   zoobot/pytorch/estimators/define_model.py L444: the encoder is a bare `timm.create_model(...)` (no normalisation);
+#   and its data transforms (mwalmsley/galaxy-datasets commit 3347aa0, galaxy_datasets/transforms.py
+#   `default_transforms`): `A.ToFloat(max_value=255.0)`, no Normalize.
+ZOOBOT_MEAN = (0.0, 0.0, 0.0)
+ZOOBOT_STD = (1.0, 1.0, 1.0)
+_ZOOBOT_ENCODER = re.compile(r"zoobot-encoder-")
+
+
+def is_zoobot_encoder(name_or_path: str) -> bool:
+    """Whether `name_or_path` is a Zoobot encoder as published (`mwalmsley/zoobot-encoder-*`, or a folder laid out as
+    such a repo: timm config.json, no preprocessor_config.json, named or carded `zoobot-encoder-*`)."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return name_or_path.startswith("mwalmsley/") and bool(_ZOOBOT_ENCODER.search(name_or_path))
+    if (path / "preprocessor_config.json").is_file():
+        return False  # a folder that states its own preprocessing (an hfgal run, for one) is taken at its word
+    card = path / "README.md"
+    return bool(
+        _ZOOBOT_ENCODER.search(path.resolve().name)
+        or (card.is_file() and _ZOOBOT_ENCODER.search(card.read_text(encoding="utf-8", errors="replace")))
+    )
+
+
+# transformers' EfficientNet copies Keras' `batch_norm_momentum=0.99` into `nn.BatchNorm2d(momentum=...)` (and leaves
+# the expansion BatchNorm at PyTorch's default 0.1). Keras weighs the *old* running statistics by its momentum;
+# PyTorch weighs the *new batch* by it (running = (1 - momentum) * running + momentum * batch), so 0.99 makes the
+# running statistics ~ the last batch (at the end of an epoch, a handful of augmented images). The PyTorch
+# equivalent of Keras' 0.99, used by every BatchNorm of the original Keras model, is 1 - 0.99 = 0.01.
+KERAS_MOMENTUM_MODEL_TYPES = ("efficientnet",)
+
+
+def pytorch_batch_norm_momentum(model: Any, overrides: dict[str, Any]) -> float | None:
+    """For the families above, turn a Keras-sense `batch_norm_momentum` (> 0.5) into PyTorch's sense in the config
+    and give every BatchNorm of the model that momentum, in place. An explicit override is kept as given.
+
+    Returns:
+        The momentum now in the config (None for other families).
+    """
+    import torch
+
+    config = model.config
+    momentum = getattr(config, "batch_norm_momentum", None)
+    if momentum is None or getattr(config, "model_type", None) not in KERAS_MOMENTUM_MODEL_TYPES:
+        return None
+    if momentum > 0.5 and "batch_norm_momentum" not in overrides:
+        config.batch_norm_momentum = round(1.0 - momentum, 6)
+        logger.info("batch_norm_momentum %s (Keras sense) -> %s (PyTorch sense)", momentum, config.batch_norm_momentum)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = config.batch_norm_momentum
+    return config.batch_norm_momentum
 
 
 # Named configs of the study's architectures: built offline with random weights (no download). Shrink them for
@@ -77,6 +193,8 @@ class LoadedModel:
     init: str  # "pretrained" | "scratch"
     base_model: str | None  # Hub id of the pretrained weights, when there are any
     model_type: str
+    processor: Any = None  # the checkpoint's own image processor, when it has one
+    processor_geometry: Geometry | None = None  # how that processor resizes and crops (the poster protocol's way)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -225,6 +343,7 @@ def load_model(
                     "architecture from random weights"
                 ) from None
             base_model = name_or_path if not Path(name_or_path).exists() else None
+    pytorch_batch_norm_momentum(model, overrides)
     if processor is not None:
         size, mean, std = image_settings(processor)
     else:
@@ -232,6 +351,14 @@ def load_model(
         if model.config.model_type == "timm_wrapper":
             cfg = getattr(model.config, "pretrained_cfg", None) or {}
             mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    if init == "pretrained" and is_zoobot_encoder(name_or_path):
+        logger.info(
+            "%s: a Zoobot encoder, fed [0, 1] pixels as Zoobot trained it (not mean %s, std %s)",
+            name_or_path,
+            mean,
+            std,
+        )
+        mean, std = ZOOBOT_MEAN, ZOOBOT_STD
     return LoadedModel(
         model=model,
         image_size=image_size or (size, size),
@@ -240,4 +367,6 @@ def load_model(
         init=init,
         base_model=base_model,
         model_type=model.config.model_type,
+        processor=processor,
+        processor_geometry=processor_geometry(processor) if processor is not None else None,
     )
