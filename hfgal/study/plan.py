@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HfgalError
+from .protocols import PUBLISHED_TABLE1, PUBLISHED_TABLE2, Protocol, check_one_architecture, protocol
 
 DEFAULT_SEEDS = (0, 1, 2)
 TABLE2_COLUMNS = ("none", "imagenet", "zoobot")
@@ -29,30 +30,15 @@ RUN_RECORD = "study_run.json"  # the command a run folder was launched with, to 
 RUN_LOG = "study_run.log"
 ERROR_FILE = "error.txt"
 
-# The seed study's published numbers (poster, DESIGN.md), compared side by side with ours in the report.
-PUBLISHED_TABLE1: dict[str, dict[str, Any]] = {
-    "Swinv2 Base": {"accuracy": 85.96, "params_m": 86.9, "co2_kg": 0.022, "time": "2h28"},
-    "DINOv2 Base": {"accuracy": 85.63, "params_m": 86.6, "co2_kg": 0.018, "time": "1h54"},
-    "ViT Base": {"accuracy": 86.02, "params_m": 86.1, "co2_kg": 0.024, "time": "2h41"},
-    "BEiT Base": {"accuracy": 86.02, "params_m": 85.7, "co2_kg": 0.015, "time": "1h31"},
-    "ConvNeXtV2 Nano": {"accuracy": 86.87, "params_m": 15.0, "co2_kg": 0.010, "time": "1h02"},
-    "ConvNeXtV2 Tiny": {"accuracy": 87.31, "params_m": 27.9, "co2_kg": 0.011, "time": "1h09"},
-    "EfficientNet B7": {"accuracy": 85.74, "params_m": 66.0, "co2_kg": 0.022, "time": "2h29"},
-    "ResNet101": {"accuracy": 85.12, "params_m": 48.0, "co2_kg": 0.012, "time": "1h32"},
-    "VGG16": {"accuracy": 84.05, "params_m": 138.0, "co2_kg": 0.010, "time": "1h03"},
-}
-PUBLISHED_TABLE2: dict[str, dict[str, float]] = {
-    "MaxViT Base": {"none": 76.04, "imagenet": 82.70, "zoobot": 87.71},
-    "ConvNeXt Nano": {"none": 65.54, "imagenet": 85.57, "zoobot": 86.19},
-    "EfficientNet B0": {"none": 74.41, "imagenet": 80.16, "zoobot": 86.64},
-}
-
 _STUDY_KEYS = {"name", "description", "dataset", "seeds", "defaults", "config", "runs", "include"}
-_STUDY_KEYS |= {"variants", "variant_args"}
+_STUDY_KEYS |= {"variants", "variant_args", "protocol"}
 _COMMON_ENTRY_KEYS = {"name", "family", "table", "args", "config", "model_config_overrides", "published"}
 _COMMON_ENTRY_KEYS |= {"variants", "variant_args"}
-_ENTRY_KEYS = {1: _COMMON_ENTRY_KEYS | {"model", "init", "note"}, 2: _COMMON_ENTRY_KEYS | {"pretraining"}}
-_COLUMN_KEYS = {"model", "init", "args", "model_config_overrides", "note"}
+_ENTRY_KEYS = {
+    1: _COMMON_ENTRY_KEYS | {"model", "init", "note"},
+    2: _COMMON_ENTRY_KEYS | {"pretraining", "architecture"},
+}
+_COLUMN_KEYS = {"model", "init", "args", "model_config_overrides", "note", "architecture"}
 # Flags the runner sets itself for every run; a study sets them through the schema, not through `args`.
 _RESERVED_ARGS = {"model", "model_name_or_path", "init", "seed", "output_dir", "dataset", "config"}
 _RESERVED_ARGS |= {"resume_from_checkpoint", "model_config_overrides"}
@@ -138,6 +124,7 @@ class Study:
     entries: tuple[Entry, ...]
     runs: tuple[PlannedRun, ...]
     config: dict[str, Any]
+    protocol: Protocol | None = None
 
 
 def _flag_values(value: Any) -> list[str]:
@@ -270,7 +257,9 @@ def resolve_study_config(path: str | os.PathLike) -> dict[str, Any]:
     config = {
         "name": raw["name"],
         "description": str(raw.get("description") or ""),
-        "dataset": raw.get("dataset"),
+        "protocol": raw.get("protocol"),
+        # A protocol brings its data source; a study may still name its own (a local copy, say).
+        "dataset": raw.get("dataset") or getattr(protocol(raw.get("protocol"), str(path)), "dataset", None),
         "seeds": seeds,
         "defaults": _check_args(raw.get("defaults"), "defaults", str(path)),
         "config": _resolve_path(raw.get("config"), base),
@@ -295,7 +284,9 @@ def plan_study(config: dict[str, Any], source: str = "study.yaml") -> Study:
     """
     config = _check_keys(config, _STUDY_KEYS, "the study", source)
     seeds = tuple(config.get("seeds") or DEFAULT_SEEDS)
-    defaults = _check_args(config.get("defaults"), "defaults", source)
+    chosen = protocol(config.get("protocol"), source)
+    # The protocol's settings come first: the study's defaults, rows, cells and variants may refine them.
+    defaults = {**(chosen.args if chosen else {}), **_check_args(config.get("defaults"), "defaults", source)}
     study_variants = _resolve_variants(config.get("variants"), "variants", source)
     study_variant_args = _check_variant_args(config.get("variant_args"), "variant_args", source)
     entries, runs, names = [], [], set()
@@ -337,7 +328,7 @@ def plan_study(config: dict[str, Any], source: str = "study.yaml") -> Study:
             entries.append(Entry(name, family, 1, published, model=raw["model"], note=raw.get("note")))
             cells = [(None, raw["model"], init, args, overrides)]
         else:
-            columns, cells = [], []
+            columns, cells, architectures = [], [], {}
             spec = _check_keys(raw.get("pretraining"), set(TABLE2_COLUMNS), f"run {name!r} pretraining", source)
             for column in TABLE2_COLUMNS:
                 cell = spec.get(column)
@@ -348,10 +339,12 @@ def plan_study(config: dict[str, Any], source: str = "study.yaml") -> Study:
                 columns.append(Column(column, model, note))
                 if model is None:
                     continue
+                architectures[column] = (model, cell.get("architecture") or raw.get("architecture"))
                 init = cell.get("init", "scratch" if column == "none" else "pretrained")
                 cell_args = {**args, **_check_args(cell.get("args"), f"run {name!r} {column} args", source)}
                 cell_overrides = {**(overrides or {}), **(cell.get("model_config_overrides") or {})} or None
                 cells.append((column, model, init, cell_args, cell_overrides))
+            check_one_architecture(name, architectures, source)
             entries.append(Entry(name, family, 2, published, columns=tuple(columns)))
         for column, model, init, cell_args, cell_overrides in cells:
             if init not in ("pretrained", "scratch"):
@@ -384,6 +377,7 @@ def plan_study(config: dict[str, Any], source: str = "study.yaml") -> Study:
         entries=tuple(entries),
         runs=tuple(_share_training(runs)),
         config=config,
+        protocol=chosen,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..constants import GZ10_CLASSES
 from ..errors import HfgalError
 from ..io import atomic_output_dir, output_lock
-from .plan import STUDY_FILE, load_study
+from .plan import STUDY_FILE, Study, load_study
 from .tables import (
     ZOOBOT_CAVEAT,
     Group,
@@ -98,6 +98,64 @@ def plot_best_confusion(groups: list[Group], path: Path) -> tuple[Group, list[di
 # --------------------------------------------------------------------------- report
 
 
+def protocol_box(study: Study, groups: list[Group]) -> str:
+    """What produced the numbers, read from the runs' own records: data source, split, selection rule, recipe,
+    seeds, how runs shared the machine and what their energy counts, and which cells are stand-ins."""
+    records = [r for g in groups for r in g.results]
+    lines = [f"Protocol: **{study.protocol.name}**." if study.protocol else "Protocol: none named (the study's own)."]
+
+    def values(get) -> str:
+        found = sorted({str(get(r)) for r in records if get(r) is not None})
+        return ", ".join(f"`{v}`" for v in found) or "n/a"
+
+    lines.append(f"Data: {values(lambda r: r.dataset)} (revision {values(lambda r: r.dataset_revision)}).")
+    lines.append(f"Split: {values(lambda r: r.split_scheme)}.")
+    selection = "checkpoint with the best validation accuracy; the test split evaluated once with it"
+    selection = study.protocol.selection if study.protocol else selection
+    lines.append(f"Selection: {selection}.")
+    if study.protocol:
+        lines.append(f"Recipe: {study.protocol.recipe}.")
+    lines.append(
+        "Settings as run: learning rate "
+        + values(lambda r: r.training.learning_rate)
+        + "; effective batch "
+        + values(lambda r: r.training.effective_batch_size)
+        + "; schedule "
+        + values(lambda r: r.training.lr_scheduler_type)
+        + "; label smoothing "
+        + values(lambda r: r.training.label_smoothing_factor)
+        + "; D4 augmentation "
+        + values(lambda r: r.d4_augment)
+        + "; images "
+        + values(lambda r: r.preprocessing)
+        + "."
+    )
+    lines.append(f"Seeds: {', '.join(map(str, study.seeds))}.")
+    if records:
+        shared = max(r.carbon.concurrency for r in records)
+        modes = values(lambda r: r.carbon.tracking_mode)
+        resumed = sum(r.carbon.segments > 1 for r in records)
+        sharing = (
+            f"up to {shared} runs shared a machine, each booking its share (codecarbon {modes} tracking)"
+            if shared > 1
+            else f"each run had its machine to itself (codecarbon {modes} tracking)"
+        )
+        lines.append(
+            f"Costs: {sharing}; {resumed} run(s) were interrupted and resumed, their time and CO2 counting every "
+            "segment"
+            + (
+                "; some resumed runs could not account for their first segments"
+                if any(not r.carbon.complete for r in records)
+                else ""
+            )
+            + "."
+        )
+    notes = sorted({f"{e.name} / {c.name}: {c.note}" for e in study.entries for c in e.columns if c.note})
+    if notes:
+        lines.append("Stand-ins and gaps: " + "; ".join(notes) + ".")
+    return "## Protocol\n\n" + "".join(f"- {line}\n" for line in lines)
+
+
 def _run_facts(groups: list[Group]) -> str:
     results = [r for g in groups for r in g.results]
     if not results:
@@ -107,8 +165,7 @@ def _run_facts(groups: list[Group]) -> str:
     ver = ", ".join(f"{k} {v}" for k, v in first.versions.items() if v)
     return (
         f"Hardware of the first run: {hw.describe()}, {hw.num_processes} process(es). Carbon: codecarbon "
-        f"offline tracker, country {carbon.country_iso_code}, mode {carbon.tracking_mode}. "
-        f"Versions: {ver}.\n"
+        f"offline tracker, country {carbon.country_iso_code}. Versions: {ver}.\n"
     )
 
 
@@ -163,6 +220,7 @@ def write_report_files(out_dir: Path) -> tuple[Path, dict[str, Any]]:
             f"runs finished, {len(failed)} failed, {len(pending)} not run yet. All numbers are test-split metrics of "
             "the best-on-validation checkpoint, read from each run's `results.json`.\n"
         )
+        sections.append(protocol_box(study, groups))
         sections.append(_run_facts(groups))
         if built["leaderboard"]:
             sections.append(f"## Leaderboard\n\n{built['leaderboard']}")
@@ -177,7 +235,15 @@ def write_report_files(out_dir: Path) -> tuple[Path, dict[str, Any]]:
                 (tmp / f"{key}.csv").write_text(text)
                 sections.append(f"## {title}\n\n{md}")
         if built["published"]:
-            sections.append(f"## Compared with the seed study (published numbers)\n\n{built['published']}")
+            if study.protocol is not None and study.protocol.name == "poster":
+                intro = "Same protocol as the seed study, so the difference is the seed study's own spread.\n\n"
+            else:
+                intro = (
+                    "**Not comparable one for one:** the seed study ran another protocol (its Hub copy and split, its "
+                    "recipe, the best epoch on test); the differences mix protocol and model. "
+                    "recipes/study/poster.yaml reproduces its protocol.\n\n"
+                )
+            sections.append(f"## Compared with the seed study (published numbers)\n\n{intro}{built['published']}")
         plots = [
             plot_accuracy_vs(
                 groups,

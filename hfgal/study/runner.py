@@ -21,6 +21,7 @@ from ..errors import HfgalError
 from ..io import atomic_write_json, atomic_write_text, output_lock
 from ..train.results import RESULTS_FILE, has_checkpoint, read_results
 from .plan import ERROR_FILE, RUN_LOG, RUN_RECORD, RUNS_DIR, STUDY_FILE, PlannedRun, Study, load_study
+from .protocols import protocol_lines
 
 DEFAULT_LAUNCHER = "accelerate launch --num_processes 1"
 
@@ -272,6 +273,9 @@ def print_plan(study: Study, out_dir: Path, recipe: Path, launcher: str = DEFAUL
     statuses = {run.slug: run_status(run, out_dir) for run in study.runs}
     todo = sum(status != "done" for status in statuses.values())
     print(f"study {study.name!r}: {len(study.runs)} runs ({todo} to run) in {out_dir}")
+    if study.protocol is not None:
+        for line in protocol_lines(study.protocol, study.dataset):
+            print(f"  {line}")
     for entry in study.entries:
         for column in entry.columns:
             if column.model is None:
