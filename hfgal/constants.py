@@ -44,8 +44,22 @@ DEFAULT_DATASET = "matthieulel/galaxy10_decals"
 GZ10_PXSCALE = 0.262
 GZ10_IMAGE_SIZE = 256
 
-# Duplicate-aware split: galaxies closer than this on the sky are kept in one split.
-DEFAULT_SEPARATION_ARCSEC = 10.0
+# Width of a GZ10 cutout on the sky (256 px x 0.262"/px = 67.072"): two galaxies closer than this always appear in
+# each other's image (and up to sqrt(2) times farther apart along a diagonal).
+GZ10_CUTOUT_ARCSEC = GZ10_IMAGE_SIZE * GZ10_PXSCALE
+
+# Duplicate-aware split: galaxies closer than this on the sky are kept in one split. The cutout width, so that no two
+# images that share pixels end up on both sides of the train/test line (10" would only catch near-duplicates: on the
+# real coordinates 126 pairs lie within 10" but 236 within the cutout width).
+DEFAULT_SEPARATION_ARCSEC = GZ10_CUTOUT_ARCSEC
+
+# Radii (arcsec) at which every split summary counts the close pairs that cross splits: same galaxy (1"),
+# near-duplicates (10") and overlapping cutouts (the cutout width).
+CROSS_SPLIT_RADII_ARCSEC: tuple[float, ...] = (1.0, 10.0, GZ10_CUTOUT_ARCSEC)
+
+# Galaxy10_DECals.h5 on Zenodo (Leung & Bovy): the original release, with sky coordinates.
+GZ10_ZENODO_RECORD = "10845026"
+GZ10_H5_FILENAME = "Galaxy10_DECals.h5"
 
 GZ10_CITATION = """@article{Leung2019,
   author  = {Leung, Henry W. and Bovy, Jo},

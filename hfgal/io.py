@@ -143,6 +143,16 @@ def require_writable_dir(path: str | os.PathLike, what: str, hint: str) -> Path:
     return path
 
 
+def default_cache_root() -> Path:
+    """hfgal's cache folder (decoded images, downloads): `$HFGAL_CACHE`, else `$HF_HOME/hfgal`, else
+    `~/.cache/huggingface/hfgal`."""
+    if os.environ.get("HFGAL_CACHE"):
+        return Path(os.environ["HFGAL_CACHE"])
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "hfgal"
+
+
 # --------------------------------------------------------------------------- locks
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["fixtures.gz10", "fixtures.finetune", "fixtures.demo"]
+pytest_plugins = ["fixtures.gz10", "fixtures.finetune", "fixtures.demo", "fixtures.zenodo_server"]
 
 # Tests never reach the network: the Hub is unreachable here and would only add retries. Set before collection
 # (huggingface_hub reads HF_HUB_OFFLINE when it is first imported) and undone when the session ends.

@@ -147,6 +147,13 @@ CASES = [
         "build-tiny-synthetic", "hfgal", ["data", "build", "--source", "synthetic:5", "--out", "{d}/o"], 1,
         "too small",
     ),
+    # The test session is offline (HF_HUB_OFFLINE=1): a download is refused without a request.
+    Case("download-offline", "hfgal", ["data", "download", "--dir", "{d}/z"], 1, "HF_HUB_OFFLINE is set"),
+    Case(
+        "build-hub-copy-with-a-scheme", "hfgal",
+        ["data", "build", "--source", "matthieulel/galaxy10_decals", "--out", "{d}/o", "--split-scheme", "default"], 1,
+        "cannot be honoured",
+    ),
     Case("synthetic-too-few", "hfgal", ["data", "synthetic", "--n", "5", "--out", "{d}/o"], 1, "too small"),
     Case("synthetic-bad-n", "hfgal", ["data", "synthetic", "--n", "many", "--out", "o"], 2, "invalid int value"),
     Case(

@@ -256,11 +256,17 @@ SPLIT_INFO = {
     "source": "/home/someone/data/Galaxy10_DECals.h5",
     "scheme": "default",
     "seed": 42,
-    "separation_arcsec": 10.0,
+    "separation_arcsec": 67.072,
+    "grouped": True,
     "num_rows": 17736,
-    "duplicate_groups": 59,
-    "grouped_rows": 120,
+    "duplicate_groups": 228,
+    "grouped_rows": 460,
     "cross_split_pairs": 0,
+    "close_pairs": [
+        {"within_arcsec": 1.0, "pairs": 59, "cross_split": 0},
+        {"within_arcsec": 10.0, "pairs": 126, "cross_split": 0},
+        {"within_arcsec": 67.072, "pairs": 236, "cross_split": 0},
+    ],
     "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1},
     "counts": {
         "train": [865, 1482, 2116, 1622, 267, 1634, 1463, 2102, 1138, 1498],
@@ -288,8 +294,12 @@ def test_dataset_card_lists_counts_and_split(tmp_path):
         row = [counts[s][i] for s in ("train", "validation", "test")]
         assert f"| {i} | {name} | {GZ10_DESCRIPTIONS[name]} | {row[0]} | {row[1]} | {row[2]} | {sum(row)} |" in text
     assert "| | **All** | | **14187** | **1776** | **1773** | **17736** |" in text
-    assert "80/10/10" in text and "seed 42" in text and "`default` scheme" in text
-    assert "59 groups of two or more galaxies (120 rows)" in text and "no close pair crosses" in text
+    assert "80/10/10" in text and "seed 42" in text and "hfgal's `default` split of Galaxy10_DECals.h5" in text
+    assert 'galaxies closer than 67.072" on the sky kept in one split' in text
+    assert "228 such groups of two or more galaxies (460 rows)" in text
+    assert 'No pair of galaxies closer than 67.072" sits on both sides of a split' in text
+    for row in ('| 1" | 59 | 0 |', '| 10" | 126 | 0 |', '| 67.072" (cutout width) | 236 | 0 |'):
+        assert row in text
     assert "1.9 %" in text
     assert 'load_dataset("astro-user/galaxy10-decals")' in text
     assert 'hfgal.load_gz10("astro-user/galaxy10-decals")' in text
@@ -299,12 +309,31 @@ def test_dataset_card_lists_counts_and_split(tmp_path):
 
 def test_dataset_card_for_a_leaky_synthetic_split():
     info = copy.deepcopy(SPLIT_INFO)
-    info.update(source="synthetic:600", scheme="poster", cross_split_pairs=3, num_rows=600)
+    info.update(source="synthetic:600", scheme="poster", grouped=False, num_rows=600)
+    info["close_pairs"] = [{"within_arcsec": 67.072, "pairs": 9, "cross_split": 3}]
     card = render_dataset_card(info)
     text = str(card)
     assert card.data.pretty_name == "Synthetic GZ10-like galaxies"
-    assert "**Synthetic data.**" in text and "3 close pairs ended in different splits" in text
+    assert "sky neighbours not kept together" in text and "such groups" not in text
+    assert '3 pairs of galaxies closer than 67.072" ended in different splits' in text
+    assert '| 67.072" (cutout width) | 9 | 3 |' in text
     assert card.data.size_categories == ["n<1K"]
+
+
+def test_dataset_card_of_a_split_info_written_before_the_close_pair_table():
+    old = {k: v for k, v in SPLIT_INFO.items() if k not in ("grouped", "close_pairs")} | {"separation_arcsec": 10.0}
+    text = str(render_dataset_card(old))
+    assert 'galaxies closer than 10" on the sky kept in one split' in text
+    assert 'No pair of galaxies closer than 10" sits on both sides of a split.' in text and '| 1"' not in text
+
+
+def test_dataset_card_of_the_hub_copy_says_what_its_split_is():
+    info = {k: SPLIT_INFO[k] for k in ("num_rows", "counts")} | {"source": "matthieulel/galaxy10_decals"}
+    info |= {"scheme": "hub-split", "seed": 42, "separation_arcsec": None, "grouped": False, "close_pairs": None}
+    text = str(render_dataset_card(info))
+    assert "Split: hub-split (no coordinates): the published train/test of matthieulel/galaxy10_decals" in text
+    assert "validation carved from train (10 %, stratified by class, seed 42)" in text
+    assert "could not be searched for" in text and "`default`" not in text
 
 
 def test_dataset_card_without_coordinates_or_scheme():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,68 @@ def test_published_hub_layout_is_conformed():
     assert len(dsd["validation"]) == 5 and len(dsd["train"]) == 45 and len(dsd["test"]) == 10
     # Stratified: no class loses more than one image to validation.
     assert np.bincount(dsd["validation"]["label"], minlength=10).max() == 1
+    # The split is recorded as what it is: the published train/test, validation carved here, nothing grouped.
+    info = dsd.split_info
+    assert info["scheme"] == "hub-split" and info["seed"] == 0 and not info["grouped"]
+    assert info["split"].startswith("hub-split (no coordinates): the published train/test of hub-like")
+    assert info["separation_arcsec"] is None and info["close_pairs"] is None
+    assert info["counts"]["validation"] == np.bincount(dsd["validation"]["label"], minlength=10).tolist()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [{"split_scheme": "default"}, {"split_scheme": "poster"}, {"separation_arcsec": 10.0}],
+)
+def test_hub_copy_refuses_a_split_it_cannot_honour(request_):
+    # Refused before any download: the published copy has no coordinates and hfgal does not re-split it.
+    with pytest.raises(HfgalError, match="comes already split .* cannot be honoured; leave it unset") as err:
+        load_gz10("matthieulel/galaxy10_decals", **request_)
+    assert "\n" not in str(err.value) and "zenodo" in str(err.value)
+
+
+def test_saved_folder_keeps_the_split_it_was_built_with(gz10_h5, tmp_path):
+    from hfgal.data.save import save_gz10
+
+    built = gz10_from_h5(gz10_h5, cache_dir=str(tmp_path / "cache"))
+    save_gz10(built, tmp_path / "gz10")
+    again = load_gz10(str(tmp_path / "gz10"), split_scheme="default", separation_arcsec=256 * 0.262)
+    assert again.split_info == json.loads(json.dumps(built.split_info))  # as written to split_info.json
+    assert again.split_info["scheme"] == "default" and again.split_info["split"].startswith("hfgal's `default` split")
+    for request_ in ({"split_scheme": "poster"}, {"separation_arcsec": 10.0}):
+        with pytest.raises(HfgalError, match="its 'default' split"):
+            load_gz10(str(tmp_path / "gz10"), **request_)
+
+
+def test_poster_scheme_refuses_a_linking_radius(gz10_h5):
+    with pytest.raises(HfgalError, match="cannot be honoured by the 'poster' split scheme"):
+        load_gz10(str(gz10_h5), split_scheme="poster", separation_arcsec=10.0)
+
+
+def test_real_sky_close_pairs_and_the_pairs_each_scheme_leaves_across_splits():
+    """The numbers in the README's "GZ10 as a Hugging Face Dataset" section, on the real coordinates of all 17,736
+    galaxies. The real labels are not in tests/data: the split uses the real class counts assigned to rows at random
+    (seed 0); the pair counts themselves do not depend on labels."""
+    from hfgal.constants import CROSS_SPLIT_RADII_ARCSEC, DEFAULT_SEPARATION_ARCSEC, GZ10_CLASS_COUNTS
+    from hfgal.data.split import close_pairs, split_summary
+
+    ra, dec = real_coordinates()
+    assert DEFAULT_SEPARATION_ARCSEC == pytest.approx(67.072)  # the cutout width: 256 px x 0.262"
+    assert [len(close_pairs(ra, dec, r)) for r in (0.01, 1.0, 10.0, DEFAULT_SEPARATION_ARCSEC)] == [59, 59, 126, 236]
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(10), GZ10_CLASS_COUNTS))
+    crossing = {}
+    for scheme, radius in (("default", DEFAULT_SEPARATION_ARCSEC), ("default", 10.0), ("poster", None)):
+        kwargs = {} if radius is None else {"separation_arcsec": radius}
+        idx = gz10_split(labels, ra, dec, seed=42, scheme=scheme, **kwargs)
+        split_of = np.empty(len(labels), dtype=int)
+        for i, s in enumerate(SPLITS):
+            split_of[idx[s]] = i
+        info = split_summary(labels, split_of, ra, dec)
+        assert [r["within_arcsec"] for r in info["close_pairs"]] == [round(r, 3) for r in CROSS_SPLIT_RADII_ARCSEC]
+        assert [r["pairs"] for r in info["close_pairs"]] == [59, 126, 236]
+        crossing[scheme, radius] = [r["cross_split"] for r in info["close_pairs"]]
+    assert crossing["default", DEFAULT_SEPARATION_ARCSEC] == [0, 0, 0]  # the default: nothing crosses
+    assert crossing["default", 10.0] == [0, 0, 41]  # the old 10" radius: 41 overlapping pairs cross
+    assert crossing["poster", None] == [23, 50, 86]  # random 81/9/10, like the published copy's split
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import numpy as np
 from ..constants import DEFAULT_SEPARATION_ARCSEC, GZ10_CLASSES, NUM_CLASSES
 from ..errors import HfgalError
 from ..io import require_writable_dir
-from .split import SCHEMES, SPLITS, gz10_split, split_summary
+from .split import SCHEMES, SPLITS, describe_split, gz10_split, split_summary
 
 if TYPE_CHECKING:
     from datasets import DatasetDict, Features
@@ -68,8 +68,8 @@ def build_gz10(
     pxscale: np.ndarray,
     *,
     seed: int = 42,
-    split_scheme: str = "default",
-    separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC,
+    split_scheme: str | None = None,
+    separation_arcsec: float | None = None,
     source: str = "",
     cache_dir: str | None = None,
     chunk_size: int = 256,
@@ -80,17 +80,35 @@ def build_gz10(
     Args:
         images: `images(start, stop)` returns uint8 `(stop - start, H, W, 3)` rows of the source, in order.
         labels, ra, dec, redshift, pxscale: one value per row (degrees, arcsec/pixel; NaN redshift allowed).
-        seed, split_scheme, separation_arcsec: see `hfgal.data.split.gz10_split`.
+        seed, split_scheme, separation_arcsec: see `hfgal.data.split.gz10_split`; None means `default` and the
+            cutout width (`DEFAULT_SEPARATION_ARCSEC`).
         source: where the rows came from (recorded in the split summary and the card).
         cache_dir: where datasets writes its Arrow files (default: the datasets cache).
         chunk_size: images read at once.
         fingerprint: identifies the source's content for the datasets cache (default: `source`).
 
     Returns:
-        `DatasetDict` with `train`, `validation`, `test`; its `split_info` attribute summarises the split.
+        `DatasetDict` with `train`, `validation`, `test`; its `split_info` attribute summarises the split (see
+        `hfgal.data.split.split_summary`, plus `source`, `scheme`, `seed`, `fractions`, `grouped` and `split`, one
+        line saying how it was made).
+
+    Raises:
+        HfgalError: an unknown scheme, or a linking radius with a scheme that does not group (one line).
     """
     from datasets import Dataset, DatasetDict
 
+    scheme = split_scheme or "default"
+    if scheme not in SCHEMES:
+        raise HfgalError(f"unknown split scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    grouping = SCHEMES[scheme][1]
+    if separation_arcsec is not None and not grouping:
+        raise HfgalError(
+            f"a linking radius ({separation_arcsec:g} arcsec) cannot be honoured by the {scheme!r} split scheme, "
+            "which does not keep sky neighbours together; drop the radius or use the default scheme"
+        )
+    if separation_arcsec is not None and not separation_arcsec >= 0:
+        raise HfgalError(f"linking radius {separation_arcsec} arcsec is not valid; pass a distance >= 0")
+    separation = DEFAULT_SEPARATION_ARCSEC if separation_arcsec is None else float(separation_arcsec)
     labels = np.asarray(labels, dtype=np.int64)
     check_labels(labels, source or "dataset")
     if cache_dir is None:
@@ -108,9 +126,7 @@ def build_gz10(
         "pxscale": np.asarray(pxscale, dtype=np.float64),
         "gz10_index": np.arange(n, dtype=np.int64),
     }
-    indices = gz10_split(
-        labels, columns["ra"], columns["dec"], seed=seed, scheme=split_scheme, separation_arcsec=separation_arcsec
-    )
+    indices = gz10_split(labels, columns["ra"], columns["dec"], seed=seed, scheme=scheme, separation_arcsec=separation)
     full = Dataset.from_generator(
         _rows,
         features=gz10_features(),
@@ -122,7 +138,14 @@ def build_gz10(
     split_of = np.empty(n, dtype=np.int64)
     for i, s in enumerate(SPLITS):
         split_of[indices[s]] = i
-    info = split_summary(labels, split_of, columns["ra"], columns["dec"], separation_arcsec=separation_arcsec)
-    info.update(source=source, scheme=split_scheme, seed=int(seed), fractions=SCHEMES[split_scheme][0])
+    info = split_summary(labels, split_of, columns["ra"], columns["dec"], separation_arcsec=separation)
+    info.update(
+        source=source,
+        scheme=scheme,
+        seed=int(seed),
+        fractions=SCHEMES[scheme][0],
+        grouped=grouping and info["separation_arcsec"] is not None,
+    )
+    info["split"] = describe_split(info)
     dsd.split_info = info
     return dsd

@@ -16,19 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..io import default_cache_root
+
 if TYPE_CHECKING:
     from datasets import Dataset
 
 logger = logging.getLogger(__name__)
-
-
-def default_cache_root() -> Path:
-    """`$HFGAL_CACHE`, else `$HF_HOME/hfgal`, else `~/.cache/huggingface/hfgal`."""
-    if os.environ.get("HFGAL_CACHE"):
-        return Path(os.environ["HFGAL_CACHE"])
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HOME) / "hfgal"
 
 
 def resize_rgb(image, size: tuple[int, int]) -> np.ndarray:

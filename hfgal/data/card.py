@@ -1,7 +1,8 @@
 """The GZ10 dataset card, rendered from `hub_cards/dataset_card.md` by a pure function of the split info.
 
-What GZ10 is, the class table with counts per split, how the split was made (seed, separation, sky groups found),
-provenance, citation, licence and known caveats.
+What GZ10 is, the class table with counts per split, how the split was made (scheme, seed, linking radius, sky
+groups found, close pairs crossing it at 1", 10" and the cutout width), provenance, citation, licence and known
+caveats.
 """
 
 from __future__ import annotations
@@ -9,11 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..constants import GZ10_CITATION, GZ10_CLASS_COUNTS, GZ10_CLASSES, GZ10_DESCRIPTIONS, GZ10_PXSCALE
+from ..constants import (
+    GZ10_CITATION,
+    GZ10_CLASS_COUNTS,
+    GZ10_CLASSES,
+    GZ10_CUTOUT_ARCSEC,
+    GZ10_DESCRIPTIONS,
+    GZ10_PXSCALE,
+    GZ10_ZENODO_RECORD,
+)
 from ..errors import HfgalError
 from ..hub_access import is_hub_id
 from ..io import card_template
-from .split import SPLITS
+from .split import SPLITS, describe_split
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
@@ -39,6 +48,8 @@ def _source_label(source: str | None) -> str | None:
         return None
     if source.startswith("synthetic") or is_hub_id(source):
         return f"`{source}`"
+    if source.startswith("zenodo:"):
+        return f"`{Path(source).name}` from Zenodo record {GZ10_ZENODO_RECORD}"
     return f"`{Path(source).name}`"
 
 
@@ -46,9 +57,10 @@ def render_dataset_card(split_info: dict, repo_id: str | None = None) -> Dataset
     """Render the GZ10 dataset card from a split summary (the `split_info.json` of a built dataset).
 
     Args:
-        split_info: `{"source", "scheme", "seed", "separation_arcsec", "num_rows", "duplicate_groups",
-            "grouped_rows", "cross_split_pairs", "fractions", "counts": {split: [10 ints]}}`; only `counts` is
-            required, the rest is described when present.
+        split_info: `{"source", "scheme", "split", "seed", "separation_arcsec", "grouped", "num_rows",
+            "duplicate_groups", "grouped_rows", "cross_split_pairs", "close_pairs", "fractions",
+            "counts": {split: [10 ints]}}` (see `hfgal.data.split.split_summary`); only `counts` is required, the
+            rest is described when present.
         repo_id: the Hub dataset id the card will live in (used in the loading snippet).
 
     Returns:
@@ -100,6 +112,7 @@ def render_dataset_card(split_info: dict, repo_id: str | None = None) -> Dataset
         class_rows=class_rows,
         totals=totals,
         split_text=_split_text(split_info, totals),
+        close_pair_rows=_close_pair_rows(split_info),
         rare_share=f"{100 * rare:.1f} %",
         pxscale=GZ10_PXSCALE,
         repo_ref=repo_ref,
@@ -108,33 +121,42 @@ def render_dataset_card(split_info: dict, repo_id: str | None = None) -> Dataset
 
 
 def _split_text(info: dict, totals: dict) -> str:
-    fractions = info.get("fractions") or {s: totals[s] / max(totals["total"], 1) for s in SPLITS}
-    share = "/".join(f"{100 * float(fractions[s]):.0f}" for s in SPLITS)
-    scheme = info.get("scheme")
-    seed = info.get("seed")
-    parts = [
-        f"The rows were split {share} into train/validation/test, stratified by class (each class keeps the same "
-        "proportions in every split)"
-        + (f", with hfgal's `{scheme}` scheme" if scheme else "")
-        + (f" and seed {seed}" if seed is not None else "")
-        + "."
-    ]
+    """How the split was made, in prose: the split itself, the sky groups, and whether close pairs cross it."""
+    if info.get("scheme"):
+        how = info.get("split") or describe_split(info)
+        parts = [f"Split: {how}."]
+    else:
+        share = "/".join(f"{100 * totals[s] / max(totals['total'], 1):.0f}" for s in SPLITS)
+        parts = [f"The rows are split {share} into train/validation/test."]
     sep = info.get("separation_arcsec")
-    groups = int(info.get("duplicate_groups") or 0)
-    grouped_rows = int(info.get("grouped_rows") or 0)
-    cross = int(info.get("cross_split_pairs") or 0)
     if sep is None:
-        parts.append("The source has no sky coordinates, so duplicates could not be searched for.")
+        parts.append(
+            "The source has no sky coordinates, so duplicates and overlapping cutouts could not be searched for."
+        )
+        return " ".join(parts)
+    if info.get("grouped", info.get("scheme") == "default"):
+        groups, grouped_rows = int(info.get("duplicate_groups") or 0), int(info.get("grouped_rows") or 0)
+        parts.append(f"{groups} such groups of two or more galaxies ({grouped_rows} rows) were found.")
+    rows = info.get("close_pairs") or []
+    widest = max(rows, key=lambda r: r["within_arcsec"]) if rows else None
+    cross = widest["cross_split"] if widest else int(info.get("cross_split_pairs") or 0)
+    within = widest["within_arcsec"] if widest else float(sep)
+    table = " (table below)" if rows else ""
+    if cross == 0:
+        parts.append(f'No pair of galaxies closer than {within:g}" sits on both sides of a split{table}.')
     else:
         parts.append(
-            f"Galaxies closer than {float(sep):g} arcsec on the sky were linked into groups: {groups} groups of two "
-            f"or more galaxies ({grouped_rows} rows) were found."
+            f'{cross} pairs of galaxies closer than {within:g}" ended in different splits{table}: their images '
+            "share pixels, so the evaluation splits are slightly optimistic."
         )
-        if cross == 0:
-            parts.append("Every group sits in a single split: no close pair crosses the train/validation/test line.")
-        else:
-            parts.append(
-                f"{cross} close pairs ended in different splits (this scheme does not keep sky neighbours "
-                "together), so the test split is slightly optimistic."
-            )
     return " ".join(parts)
+
+
+def _close_pair_rows(info: dict) -> list[dict]:
+    """One table row per radius of the split info's `close_pairs`: pairs closer than it, and how many cross."""
+    rows = []
+    for row in info.get("close_pairs") or []:
+        radius = float(row["within_arcsec"])
+        note = " (cutout width)" if abs(radius - GZ10_CUTOUT_ARCSEC) < 1e-3 else ""
+        rows.append({"within": f'{radius:g}"{note}', "pairs": int(row["pairs"]), "cross": int(row["cross_split"])})
+    return rows

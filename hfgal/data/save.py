@@ -10,17 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..constants import DEFAULT_SEPARATION_ARCSEC
 from ..errors import HfgalError
 from ..io import atomic_output_dir, atomic_write_json, output_lock
-from .split import SPLITS, split_summary
+from .split import SPLIT_INFO_FILE, describe_splits
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
-SPLIT_INFO_FILE = "split_info.json"
 CARD_FILE = "README.md"  # the dataset card, where the Hub looks for it
 
 
@@ -47,24 +43,6 @@ def save_gz10(
     return out
 
 
-def describe_splits(dsd: DatasetDict, *, separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC) -> dict:
-    """Split summary (counts, sky groups, cross-split pairs) computed from a DatasetDict's own columns."""
-    labels, ra, dec, split_of = [], [], [], []
-    for i, s in enumerate(SPLITS):
-        cols = dsd[s].select_columns(["label", "ra", "dec"]).with_format("numpy")[:]
-        labels.append(cols["label"])
-        ra.append(cols["ra"])
-        dec.append(cols["dec"])
-        split_of.append(np.full(len(cols["label"]), i))
-    return split_summary(
-        np.concatenate(labels),
-        np.concatenate(split_of),
-        np.concatenate(ra),
-        np.concatenate(dec),
-        separation_arcsec=separation_arcsec,
-    )
-
-
 @contextlib.contextmanager
 def _staging_cache(out: Path) -> Iterator[str]:
     """A datasets cache beside `out`, deleted afterwards: a conversion writes nowhere but next to its output.
@@ -83,8 +61,8 @@ def build_dataset(
     h5: str | os.PathLike | None = None,
     source: str | None = None,
     seed: int = 42,
-    split_scheme: str = "default",
-    separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC,
+    split_scheme: str | None = None,
+    separation_arcsec: float | None = None,
     repo_id: str | None = None,
     overwrite: bool = False,
 ) -> DatasetDict:
@@ -94,7 +72,8 @@ def build_dataset(
         out: the folder to write (built aside and renamed at the end).
         h5: a Galaxy10_DECals.h5 file; or
         source: any `load_gz10` source (folder, Hub id, `synthetic:N`).
-        seed, split_scheme, separation_arcsec: the split (see `hfgal.data.split.gz10_split`).
+        seed, split_scheme, separation_arcsec: the split (see `hfgal.data.sources.load_gz10`; None: the source's
+            honest default, a value the source cannot honour is refused).
         repo_id: the Hub dataset id the card will name, when it is going to be pushed.
         overwrite: replace `out` if it exists.
 
@@ -104,6 +83,7 @@ def build_dataset(
     Raises:
         HfgalError: `out` exists, nothing to build from, or the source is bad (one line each).
     """
+    from .published import check_split_request, saved_split_info
     from .sources import gz10_from_h5, load_gz10, resolve_source
 
     out = Path(out)
@@ -113,6 +93,8 @@ def build_dataset(
     found = resolve_source(h5 if h5 is not None else source)  # a bad source fails before anything is written
     if h5 is not None and found.kind != "h5":
         raise HfgalError(f"--h5 {h5} is not an h5 file; pass Galaxy10_DECals.h5, or use --source for folders")
+    saved = saved_split_info(Path(found.location)) if found.kind == "saved" else None
+    check_split_request(found.kind, found.location, split_scheme, separation_arcsec, saved)  # before any lock
     with output_lock(out, what="hfgal data build"), _staging_cache(out) as cache_dir:
         if h5 is not None:
             dsd = gz10_from_h5(
@@ -122,7 +104,11 @@ def build_dataset(
             # A Hub dataset is downloaded into the usual datasets cache (reused by later builds); local sources and
             # synthetic galaxies are converted in the staging cache.
             dsd = load_gz10(
-                source, seed=seed, split_scheme=split_scheme, cache_dir=None if found.kind == "hub" else cache_dir
+                source,
+                seed=seed,
+                split_scheme=split_scheme,
+                separation_arcsec=separation_arcsec,
+                cache_dir=None if found.kind == "hub" else cache_dir,
             )
         save_gz10(dsd, out, repo_id=repo_id, overwrite=overwrite)
     return dsd
@@ -134,7 +120,7 @@ def build_synthetic(
     n: int = 2000,
     seed: int = 0,
     proportions: str = "gz10",
-    split_scheme: str = "default",
+    split_scheme: str | None = None,
     overwrite: bool = False,
 ) -> DatasetDict:
     """Generate `n` synthetic galaxies into a dataset folder `out` (`hfgal data synthetic`)."""

@@ -1,8 +1,9 @@
-"""GZ10 from any source as a Hugging Face `DatasetDict`: the original h5, a saved folder, an imagefolder, the Hub,
-or synthetic galaxies.
+"""GZ10 from any source as a Hugging Face `DatasetDict`: the original h5 (a local file, or downloaded from Zenodo),
+a saved folder, an imagefolder, the Hub, or synthetic galaxies.
 
 Every source comes out with the same splits (`train`, `validation`, `test`) and the same features, so the rest of
-hfgal never asks where the data came from.
+hfgal never asks where the data came from; its `split_info` attribute says how the split was made (hfgal's own, or
+the one the source was published with), and a split the source cannot honour is refused rather than faked.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..constants import DEFAULT_SEPARATION_ARCSEC, NUM_CLASSES
+from ..constants import GZ10_H5_FILENAME, GZ10_ZENODO_RECORD
 from ..errors import HfgalError
 from ..hub_access import is_hub_id
-from .build import build_gz10, check_labels, gz10_features
-from .split import SPLITS, largest_remainder
+from .build import build_gz10, check_labels
+from .published import check_split_request, conform_gz10, saved_split_info
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -87,18 +88,21 @@ def gz10_from_h5(
     path: str | os.PathLike,
     *,
     seed: int = 42,
-    split_scheme: str = "default",
-    separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC,
+    split_scheme: str | None = None,
+    separation_arcsec: float | None = None,
     cache_dir: str | None = None,
     chunk_size: int = 256,
+    source: str | None = None,
 ) -> DatasetDict:
     """Read a Galaxy10_DECals.h5 file into a split `DatasetDict`, a chunk of images at a time.
 
     Args:
         path: the h5 file (`images` uint8 (N,256,256,3), `ans`, `ra`, `dec`, `redshift`, `pxscale`).
-        seed, split_scheme, separation_arcsec: see `hfgal.data.split.gz10_split`.
+        seed, split_scheme, separation_arcsec: see `hfgal.data.split.gz10_split` (None: `default`, linking radius
+            the cutout width).
         cache_dir: where datasets writes its Arrow files.
         chunk_size: images held in memory at once (peak memory does not grow with N).
+        source: how the split summary names the data (default: the path).
 
     Returns:
         `DatasetDict` with `train`, `validation`, `test` (see `build_gz10`).
@@ -119,7 +123,7 @@ def gz10_from_h5(
         seed=seed,
         split_scheme=split_scheme,
         separation_arcsec=separation_arcsec,
-        source=str(path),
+        source=source or str(path),
         cache_dir=cache_dir,
         chunk_size=chunk_size,
         fingerprint=f"{path.absolute()}@{stat.st_size}:{stat.st_mtime_ns}",
@@ -129,7 +133,14 @@ def gz10_from_h5(
 # --------------------------------------------------------------------------- other sources
 
 
-def _imagefolder(folder: Path, *, seed: int, split_scheme: str, cache_dir: str | None = None) -> DatasetDict:
+def _imagefolder(
+    folder: Path,
+    *,
+    seed: int,
+    split_scheme: str | None,
+    separation_arcsec: float | None = None,
+    cache_dir: str | None = None,
+) -> DatasetDict:
     """An image folder with `metadata.csv` (file_name,label[,class_name][,ra,dec,...]) like gz10-sample."""
     import csv
 
@@ -164,75 +175,19 @@ def _imagefolder(folder: Path, *, seed: int, split_scheme: str, cache_dir: str |
         column("pxscale"),
         seed=seed,
         split_scheme=split_scheme,
+        separation_arcsec=separation_arcsec,
         source=str(folder),
         cache_dir=cache_dir,
         fingerprint=f"{folder.absolute()}:" + ":".join(f"{p.name}@{p.stat().st_mtime_ns}" for p in files),
     )
 
 
-def _carve_validation(dsd: DatasetDict, seed: int, fraction: float = 0.1) -> DatasetDict:
-    """Stratified validation split carved from `train` (for sources published with train/test only)."""
-    from datasets import DatasetDict
-
-    labels = np.asarray(dsd["train"]["label"], dtype=np.int64)
-    counts = np.bincount(labels, minlength=NUM_CLASSES)
-    rng = np.random.default_rng(seed)
-    # Per class floor(fraction * count), then the rest of round(fraction * N) to the largest remainders, so the
-    # split holds the right total even when every class is small.
-    take = largest_remainder(counts * fraction, total=round(fraction * len(labels)), tiebreak=rng.random(NUM_CLASSES))
-    held = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: take[c]] for c in range(NUM_CLASSES)])
-    keep = np.setdiff1d(np.arange(len(labels)), held)
-    return DatasetDict(
-        {"train": dsd["train"].select(keep), "validation": dsd["train"].select(np.sort(held)), "test": dsd["test"]}
-    )
-
-
-def conform_gz10(dsd: DatasetDict, *, seed: int = 42, source: str = "") -> DatasetDict:
-    """Bring any GZ10 layout to hfgal's: three splits, ClassLabel labels, every column present with its dtype.
-
-    Accepts the published Hub copy (train/test only, `label` as plain integers): the label is cast to ClassLabel
-    and a stratified validation split is carved from train.
-    """
-    from datasets import ClassLabel, DatasetDict
-
-    renames = {"valid": "validation", "val": "validation", "dev": "validation"}
-    dsd = DatasetDict({renames.get(k, k): v for k, v in dsd.items()})
-    if "train" not in dsd or "test" not in dsd:
-        raise HfgalError(f"{source}: needs 'train' and 'test' splits, found {sorted(dsd)}")
-    features = gz10_features()
-    out = {}
-    for name, ds in dsd.items():
-        if name not in SPLITS:
-            continue
-        if "image" not in ds.column_names or "label" not in ds.column_names:
-            raise HfgalError(f"{source}: split '{name}' needs 'image' and 'label' columns, has {ds.column_names}")
-        label_feature = ds.features["label"]
-        if isinstance(label_feature, ClassLabel):
-            if label_feature.num_classes != NUM_CLASSES:
-                raise HfgalError(f"{source}: 'label' has {label_feature.num_classes} classes; GZ10 has 10")
-        else:
-            check_labels(np.asarray(ds["label"]), f"{source} ({name})")
-        for col, dtype in (("ra", np.nan), ("dec", np.nan), ("redshift", np.nan), ("pxscale", np.nan)):
-            if col not in ds.column_names:
-                ds = ds.add_column(col, np.full(len(ds), dtype))
-        if "gz10_index" not in ds.column_names:
-            ds = ds.add_column("gz10_index", np.full(len(ds), -1, dtype=np.int64))
-        ds = ds.select_columns(list(features))
-        if ds.features != features:
-            ds = ds.cast(features)
-        out[name] = ds
-    dsd = DatasetDict(out)
-    if "validation" not in dsd:
-        dsd = _carve_validation(dsd, seed)
-    return DatasetDict({s: dsd[s] for s in SPLITS})
-
-
 @dataclass(frozen=True)
 class Source:
     """What a `load_gz10` source string names: its kind and where it is."""
 
-    kind: str  # "synthetic", "saved" (save_to_disk folder), "imagefolder", "h5" or "hub"
-    location: str  # the path, the Hub id, or the synthetic source itself
+    kind: str  # "synthetic", "saved" (save_to_disk folder), "imagefolder", "h5", "zenodo" or "hub"
+    location: str  # the path (for "zenodo": where the download lives), the Hub id, or the synthetic source itself
     size: int | None = None  # galaxies of a synthetic source
 
 
@@ -254,6 +209,18 @@ def resolve_source(source: str | os.PathLike) -> Source:
         if n < 100:
             raise HfgalError(f"synthetic:{n} is too small to split; use at least synthetic:100")
         return Source("synthetic", source, n)
+    if source == "zenodo":
+        from .download import gz10_h5_path, offline
+
+        path = gz10_h5_path()
+        if path.is_file():
+            _read_h5_columns(path)
+        elif offline():
+            raise HfgalError(
+                f"source 'zenodo': {GZ10_H5_FILENAME} is not downloaded yet ({path}) and HF_HUB_OFFLINE is set; run "
+                "`hfgal data download` online first, or pass the path of a local copy"
+            )
+        return Source("zenodo", str(path))
     path = Path(source).expanduser()
     if path.exists():
         if path.is_dir() and (path / "dataset_dict.json").is_file():
@@ -270,8 +237,8 @@ def resolve_source(source: str | os.PathLike) -> Source:
         _read_h5_columns(path)  # says "no such file" with the h5 in mind
     if not is_hub_id(source):
         raise HfgalError(
-            f"dataset source {source!r} does not exist; pass a Hub dataset id (user/name), a folder, an h5 file "
-            "or 'synthetic'"
+            f"dataset source {source!r} does not exist; pass a Hub dataset id (user/name), a folder, an h5 file, "
+            "'zenodo' or 'synthetic'"
         )
     return Source("hub", source)
 
@@ -280,7 +247,8 @@ def load_gz10(
     source: str | os.PathLike = "synthetic",
     *,
     seed: int = 42,
-    split_scheme: str = "default",
+    split_scheme: str | None = None,
+    separation_arcsec: float | None = None,
     revision: str | None = None,
     cache_dir: str | None = None,
 ) -> DatasetDict:
@@ -288,32 +256,54 @@ def load_gz10(
 
     Args:
         source: a Hub dataset id (e.g. `matthieulel/galaxy10_decals`), a `save_to_disk` folder, a Galaxy10 h5
-            path, an image folder with `metadata.csv`, or `"synthetic"` / `"synthetic:N"` (N generated galaxies,
-            the offline default).
-        seed: split seed (for sources that are split here).
-        split_scheme: `default` or `poster` (for sources that are split here).
+            path, `"zenodo"` (Galaxy10_DECals.h5 from Zenodo record 10845026, downloaded once into hfgal's cache),
+            an image folder with `metadata.csv`, or `"synthetic"` / `"synthetic:N"` (N generated galaxies, the
+            offline default).
+        seed: split seed (for sources that are split here, and the validation carved from a published train).
+        split_scheme: `default` or `poster` for sources that are split here; None (the default) means the source's
+            honest default: hfgal's duplicate-aware `default` split where the data has coordinates, the published
+            split for the Hub and saved folders.
+        separation_arcsec: linking radius of the `default` split (None: the cutout width, 67.072").
         revision: Hub dataset revision.
         cache_dir: datasets cache for sources that are converted.
 
     Returns:
-        The `DatasetDict`.
+        The `DatasetDict`; its `split_info` attribute (a JSON-ready dict) records the split actually used: `scheme`
+        (`default`, `poster`, `hub-split` or `published`), `split` (one line saying how it was made), `seed`,
+        `separation_arcsec`, `grouped`, and the close pairs that cross it (`close_pairs`, None without coordinates).
 
     Raises:
-        HfgalError: the source does not exist, cannot be reached, or does not look like GZ10.
+        HfgalError: the source does not exist, cannot be reached, does not look like GZ10, or cannot honour an
+            explicit `split_scheme` / `separation_arcsec` (one line).
     """
     found = resolve_source(source)
+    split = {"seed": seed, "split_scheme": split_scheme, "separation_arcsec": separation_arcsec}
     if found.kind == "synthetic":
         from .synthetic import gz10_synthetic
 
-        return gz10_synthetic(n=found.size, split_scheme=split_scheme, cache_dir=cache_dir)
+        return gz10_synthetic(
+            n=found.size, split_scheme=split_scheme, separation_arcsec=separation_arcsec, cache_dir=cache_dir
+        )
     if found.kind == "saved":
         from datasets import load_from_disk
 
-        return conform_gz10(load_from_disk(found.location), seed=seed, source=found.location)
+        saved = saved_split_info(Path(found.location))
+        check_split_request(found.kind, found.location, split_scheme, separation_arcsec, saved)
+        dsd = conform_gz10(load_from_disk(found.location), seed=seed, source=found.location)
+        if saved is not None:  # the split it was built with, not merely "published"
+            dsd.split_info = saved
+        return dsd
     if found.kind == "imagefolder":
-        return _imagefolder(Path(found.location), seed=seed, split_scheme=split_scheme, cache_dir=cache_dir)
+        return _imagefolder(Path(found.location), **split, cache_dir=cache_dir)
     if found.kind == "h5":
-        return gz10_from_h5(found.location, seed=seed, split_scheme=split_scheme, cache_dir=cache_dir)
+        return gz10_from_h5(found.location, **split, cache_dir=cache_dir)
+    if found.kind == "zenodo":
+        from .download import download_gz10
+
+        path = download_gz10()
+        source_name = f"zenodo:{GZ10_ZENODO_RECORD}/{GZ10_H5_FILENAME}"
+        return gz10_from_h5(path, **split, cache_dir=cache_dir, source=source_name)
+    check_split_request(found.kind, found.location, split_scheme, separation_arcsec)
     from datasets import load_dataset
 
     try:

@@ -1,20 +1,70 @@
 """Honest GZ10 splits: stratified by class, with galaxies close on the sky kept together.
 
-Galaxy10 DECaLS holds 59 pairs of identical coordinates (the same galaxy twice) and ~160 overlapping cutouts.
-A random split puts some of them on both sides of the train/test line, so the test set partly measures memory.
+Galaxy10 DECaLS holds 59 pairs of identical coordinates (the same galaxy twice), 126 pairs closer than 10" and 236
+closer than the 67" width of a cutout (images that share pixels). A random split puts some of them on both sides of
+the train/test line, so the test set partly measures memory.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from ..constants import CROSS_SPLIT_RADII_ARCSEC, DEFAULT_SEPARATION_ARCSEC
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+
 SPLITS = ("train", "validation", "test")
+SPLIT_INFO_FILE = "split_info.json"  # the split summary saved next to a built dataset
 SCHEMES = {
     # name: (fractions of train/validation/test, keep sky neighbours together)
     "default": ({"train": 0.8, "validation": 0.1, "test": 0.1}, True),
     # 90/10 train/test like the published Hub copy; validation carved out of train (10 % of it).
     "poster": ({"train": 0.81, "validation": 0.09, "test": 0.1}, False),
 }
+# Splits a source arrives with (not made by hfgal): recorded as the `scheme` of its split info.
+HUB_SPLIT = "hub-split"  # the published train/test, validation carved from train
+PUBLISHED_SPLIT = "published"  # the source's own train/validation/test
+
+
+def describe_split(info: dict) -> str:
+    """One honest line saying how a split was made, from its split info (`scheme`, `source`, `seed`, `grouped`,
+    `separation_arcsec`, `fractions`), for cards and run records.
+
+    Example: `hub-split (no coordinates): the published train/test of matthieulel/galaxy10_decals, validation carved
+    from train (10 %, stratified by class, seed 42); no sky coordinates, so overlapping cutouts could not be kept
+    in one split`.
+    """
+    scheme, source, seed = info.get("scheme"), info.get("source") or "the source", info.get("seed")
+    if os.path.isabs(source) or os.path.exists(source):
+        source = Path(source).name  # a local file: its name, not the directory layout of whoever built it
+    no_coords = info.get("separation_arcsec") is None
+    seeded = f", seed {seed}" if seed is not None else ""
+    if scheme == HUB_SPLIT:
+        text = (
+            f"{HUB_SPLIT}{' (no coordinates)' if no_coords else ''}: the published train/test of {source}, "
+            f"validation carved from train (10 %, stratified by class{seeded})"
+        )
+    elif scheme == PUBLISHED_SPLIT:
+        text = f"the published train/validation/test of {source}"
+    else:
+        fractions = info.get("fractions") or SCHEMES.get(scheme, ({},))[0]
+        share = "/".join(f"{100 * float(fractions[s]):.0f}" for s in SPLITS) if fractions else "?"
+        text = f"hfgal's `{scheme}` split of {source}: {share} train/validation/test, stratified by class{seeded}"
+        grouped = info.get("grouped")
+        if grouped is None:  # split info written before `grouped` was recorded: only `default` grouped
+            grouped = scheme == "default" and not no_coords
+        if grouped:
+            return f'{text}; galaxies closer than {float(info["separation_arcsec"]):g}" on the sky kept in one split'
+        if not no_coords:
+            return f"{text}; sky neighbours not kept together"
+    if no_coords:
+        text += "; no sky coordinates, so overlapping cutouts could not be kept in one split"
+    return text
 
 
 def sky_groups(ra: np.ndarray, dec: np.ndarray, separation_arcsec: float) -> np.ndarray:
@@ -29,24 +79,39 @@ def sky_groups(ra: np.ndarray, dec: np.ndarray, separation_arcsec: float) -> np.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
 
     n = len(ra)
-    ok = np.isfinite(ra) & np.isfinite(dec)
-    ra_r, dec_r = np.radians(ra[ok]), np.radians(dec[ok])
-    xyz = np.stack([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r), np.sin(dec_r)], axis=1)
-    # Chord length of the linking angle: great-circle distance without trigonometry per pair.
-    chord = 2 * np.sin(np.radians(separation_arcsec / 3600) / 2)
-    pairs = cKDTree(xyz).query_pairs(chord, output_type="ndarray") if len(xyz) and separation_arcsec > 0 else None
-    idx = np.flatnonzero(ok)
-    rows = idx[pairs[:, 0]] if pairs is not None and len(pairs) else np.empty(0, dtype=np.int64)
-    cols = idx[pairs[:, 1]] if pairs is not None and len(pairs) else np.empty(0, dtype=np.int64)
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    pairs = close_pairs(ra, dec, separation_arcsec)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     # Relabel each component by its smallest member so ids are stable and meaningful.
     first = np.full(comp.max() + 1 if n else 0, n, dtype=np.int64)
     np.minimum.at(first, comp, np.arange(n))
     return first[comp]
+
+
+def close_pairs(ra: np.ndarray, dec: np.ndarray, separation_arcsec: float) -> np.ndarray:
+    """Every pair of galaxies closer than `separation_arcsec` on the sky (great-circle distance).
+
+    Args:
+        ra, dec: coordinates in degrees; galaxies with NaN coordinates are in no pair.
+        separation_arcsec: the distance.
+
+    Returns:
+        int64 `(P, 2)` row indices, `i < j` in each pair.
+    """
+    from scipy.spatial import cKDTree
+
+    ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
+    if len(ok) < 2 or separation_arcsec <= 0:
+        return np.empty((0, 2), dtype=np.int64)
+    ra_r, dec_r = np.radians(ra[ok]), np.radians(dec[ok])
+    xyz = np.stack([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r), np.sin(dec_r)], axis=1)
+    # Chord length of the angle: great-circle distance without trigonometry per pair.
+    chord = 2 * np.sin(np.radians(separation_arcsec / 3600) / 2)
+    pairs = cKDTree(xyz).query_pairs(chord, output_type="ndarray").astype(np.int64)
+    return ok[pairs].reshape(-1, 2)
 
 
 def largest_remainder(shares, total: int | None = None, tiebreak=None) -> np.ndarray:
@@ -97,7 +162,7 @@ def gz10_split(
     *,
     seed: int = 42,
     scheme: str = "default",
-    separation_arcsec: float = 10.0,
+    separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC,
     num_classes: int = 10,
 ) -> dict[str, np.ndarray]:
     """Assign every galaxy to train/validation/test.
@@ -112,7 +177,7 @@ def gz10_split(
         seed: random seed of the assignment.
         scheme: `default` (80/10/10, duplicate-aware) or `poster` (90/10 train/test like the Hub copy, validation
             carved from train, no grouping).
-        separation_arcsec: linking length of the groups.
+        separation_arcsec: linking length of the groups (default: the width of a cutout, 67.072").
 
     Returns:
         Sorted row indices per split.
@@ -184,7 +249,7 @@ def split_summary(
     ra: np.ndarray | None = None,
     dec: np.ndarray | None = None,
     *,
-    separation_arcsec: float = 10.0,
+    separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC,
     num_classes: int = 10,
 ) -> dict:
     """Counts per split and class, sky groups found, and close pairs that cross splits.
@@ -192,9 +257,14 @@ def split_summary(
     Args:
         labels: class per galaxy; split_of: split index per galaxy (0 train, 1 validation, 2 test).
         ra, dec: degrees, or None when the source has no coordinates.
+        separation_arcsec: the linking length the groups and `cross_split_pairs` are counted at.
 
     Returns:
-        A JSON-ready dict (the `split_info.json` of a built dataset and the input of its card).
+        A JSON-ready dict (the `split_info.json` of a built dataset and the input of its card): `counts`, and with
+        coordinates `duplicate_groups` / `grouped_rows` (groups of galaxies closer than `separation_arcsec`),
+        `cross_split_pairs` (pairs closer than it in different splits) and `close_pairs`, one
+        `{"within_arcsec", "pairs", "cross_split"}` per radius of `CROSS_SPLIT_RADII_ARCSEC` (and the linking length).
+        Without coordinates these are None: nothing could be checked.
     """
     labels = np.asarray(labels, dtype=np.int64)
     split_of = np.asarray(split_of, dtype=np.int64)
@@ -202,27 +272,49 @@ def split_summary(
     info = {
         "num_rows": int(n),
         "separation_arcsec": None,
-        "duplicate_groups": 0,
-        "grouped_rows": 0,
-        "cross_split_pairs": 0,
+        "duplicate_groups": None,
+        "grouped_rows": None,
+        "cross_split_pairs": None,
+        "close_pairs": None,
         "counts": {
             s: np.bincount(labels[split_of == i], minlength=num_classes).tolist() for i, s in enumerate(SPLITS)
         },
     }
     have_coords = ra is not None and dec is not None and np.isfinite(np.asarray(ra, float)).any()
     if have_coords:
-        groups = sky_groups(np.asarray(ra, float), np.asarray(dec, float), separation_arcsec)
-        _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
-        multi = np.flatnonzero(sizes > 1)
-        cross = 0  # pairs of close galaxies that ended in different splits (0 by construction when grouped)
-        for g in multi:
-            where = split_of[inverse == g]
-            same = np.bincount(where, minlength=3)
-            cross += (len(where) * (len(where) - 1) - int((same * (same - 1)).sum())) // 2
+        ra, dec = np.asarray(ra, float), np.asarray(dec, float)
+        _, sizes = np.unique(sky_groups(ra, dec, separation_arcsec), return_counts=True)
+        multi = sizes[sizes > 1]
+        radii = sorted({*(round(float(r), 3) for r in CROSS_SPLIT_RADII_ARCSEC), round(float(separation_arcsec), 3)})
+        rows = []
+        for radius in radii:
+            pairs = close_pairs(ra, dec, radius)
+            cross = int((split_of[pairs[:, 0]] != split_of[pairs[:, 1]]).sum())
+            rows.append({"within_arcsec": radius, "pairs": int(len(pairs)), "cross_split": cross})
+        at_link = next(r for r in rows if r["within_arcsec"] == round(float(separation_arcsec), 3))
         info.update(
             separation_arcsec=float(separation_arcsec),
             duplicate_groups=int(len(multi)),
-            grouped_rows=int(sizes[multi].sum()) if len(multi) else 0,
-            cross_split_pairs=int(cross),
+            grouped_rows=int(multi.sum()),
+            cross_split_pairs=at_link["cross_split"],
+            close_pairs=rows,
         )
     return info
+
+
+def describe_splits(dsd: DatasetDict, *, separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC) -> dict:
+    """`split_summary` of a split `DatasetDict`, from its own `label`, `ra` and `dec` columns."""
+    labels, ra, dec, split_of = [], [], [], []
+    for i, s in enumerate(SPLITS):
+        cols = dsd[s].select_columns(["label", "ra", "dec"]).with_format("numpy")[:]
+        labels.append(cols["label"])
+        ra.append(cols["ra"])
+        dec.append(cols["dec"])
+        split_of.append(np.full(len(cols["label"]), i))
+    return split_summary(
+        np.concatenate(labels),
+        np.concatenate(split_of),
+        np.concatenate(ra),
+        np.concatenate(dec),
+        separation_arcsec=separation_arcsec,
+    )

@@ -12,6 +12,7 @@ from typing import Any
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..constants import DEFAULT_DATASET
+from ..data.split import SCHEMES
 from ..errors import HfgalError, OneLineUsageErrors
 from ..hub_access import check_push_access
 
@@ -56,7 +57,18 @@ class DataArguments:
     )
     dataset_revision: str | None = field(default=None, metadata={"help": "Hub revision of the dataset"})
     split_seed: int = field(default=42, metadata={"help": "seed of the train/validation/test split (when split here)"})
-    split_scheme: str = field(default="default", metadata={"help": "default (80/10/10, duplicate-aware) or poster"})
+    split_scheme: str | None = field(
+        default=None,
+        metadata={
+            "help": "default (80/10/10, sky neighbours kept together) or poster (90/10 random) for sources hfgal "
+            "splits (h5, zenodo, synthetic); unset: the source's honest default (Hub datasets keep their published "
+            "split and refuse an explicit scheme)"
+        },
+    )
+    split_separation_arcsec: float | None = field(
+        default=None,
+        metadata={"help": "linking radius of the default split, in arcsec (unset: the 67.072 arcsec cutout width)"},
+    )
     d4_augment: bool = field(default=True, metadata={"help": "random dihedral (D4) view of every training image"})
     affine_augment: bool = field(default=True, metadata={"help": "small random translation and scale"})
     tta: bool = field(default=False, metadata={"help": "average predictions over the 8 D4 views at evaluation"})
@@ -198,6 +210,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
         raise HfgalError(f"unknown argument(s) {' '.join(unknown)}; see --help for the valid flags")
     if model_args.init not in ("pretrained", "scratch"):
         raise HfgalError(f"--init {model_args.init!r} is not valid; use pretrained or scratch")
+    if data_args.split_scheme is not None and data_args.split_scheme not in SCHEMES:
+        raise HfgalError(
+            f"--split_scheme {data_args.split_scheme!r} is not valid; use {' or '.join(SCHEMES)}, or leave it unset"
+        )
     if training_args.hub_token:
         # The Trainer pickles its arguments into training_args.bin of the run and of every checkpoint.
         raise HfgalError(

@@ -122,8 +122,9 @@ def gz10_synthetic(
     n: int = 2000,
     seed: int = 0,
     proportions: str = "gz10",
-    split_scheme: str = "default",
+    split_scheme: str | None = None,
     cache_dir: str | None = None,
+    separation_arcsec: float | None = None,
 ) -> DatasetDict:
     """Synthetic Galaxy10 DECaLS as a `DatasetDict` with the real dataset's features and split logic.
 
@@ -131,8 +132,9 @@ def gz10_synthetic(
         n: number of galaxies.
         seed: seeds the catalogue, every image and the train/validation/test split.
         proportions: `"gz10"` (real class frequencies) or `"balanced"`.
-        split_scheme: see `hfgal.data.split.gz10_split`.
+        split_scheme: see `hfgal.data.split.gz10_split` (None: `default`).
         cache_dir: where datasets writes its Arrow files (default: the datasets cache).
+        separation_arcsec: linking radius of the split (None: the cutout width).
 
     Returns:
         `DatasetDict` with `train`, `validation` and `test` (features image, label, ra, dec, redshift, pxscale,
@@ -150,6 +152,7 @@ def gz10_synthetic(
         pxscale=cat["pxscale"],
         seed=seed,
         split_scheme=split_scheme,
+        separation_arcsec=separation_arcsec,
         source=f"synthetic:{n}",
         cache_dir=cache_dir,
         # The datasets cache must tell apart seeds, proportions and renderers of the same size: the renderer is
