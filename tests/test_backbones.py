@@ -296,6 +296,7 @@ def test_classifier_layer_is_the_final_linear(arch, head):
     assert name == head and isinstance(module, torch.nn.Module)
 
 
+@pytest.mark.slow  # three Trainer steps of a MaxViT
 def test_linear_probe_trains_only_the_classifier_and_keeps_batch_norm_statistics(tmp_path):
     from transformers import TrainingArguments
 
@@ -421,6 +422,7 @@ def _assert_same_scale(reference, other):
         assert torch.allclose(grads_b[name], grad, rtol=1e-4, atol=1e-7), name
 
 
+@pytest.mark.slow  # three one-step Trainer runs
 def test_label_smoothed_loss_scale_does_not_depend_on_accumulation(tmp_path):
     import transformers
 

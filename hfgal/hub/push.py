@@ -139,8 +139,9 @@ def push_run(
 
     Refreshes the run's README.md with `repo_id` filled in, stages exactly the weights (`model.safetensors` or
     its shards + index), `config.json`, `preprocessor_config.json`, README.md, results.json,
-    confusion_matrix.png and config.yaml — never checkpoint folders, optimizer states, caches or logs — and
-    uploads them with `upload_one_commit`.
+    confusion_matrix.png and config.yaml, plus the modelling code its config.json's `auto_map` names (a custom
+    model such as hfgal's equivariant GCNN, so the repo loads with `trust_remote_code=True` without hfgal) —
+    never checkpoint folders, optimizer states, caches or logs — and uploads them with `upload_one_commit`.
 
     Args:
         run_dir: the recipe's OUTPUT_DIR.
@@ -162,7 +163,7 @@ def push_run(
     token = require_token()
     require_online(f"pushing to model repo {repo_id}")
     write_model_card(run_dir, repo_id=repo_id)
-    names = [*weight_files(run_dir), *(n for n in RUN_FILES if (run_dir / n).is_file())]
+    names = [*weight_files(run_dir), *(n for n in RUN_FILES if (run_dir / n).is_file()), *remote_code_files(run_dir)]
     if commit_message is None:
         accuracy = results.test.accuracy
         commit_message = f"Upload {results.run_name or run_dir.name}: test accuracy {100 * accuracy:.2f} %"
@@ -180,6 +181,20 @@ def push_run(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remote_code_files(run_dir: Path) -> list[str]:
+    """The `<module>.py` files of the run folder that its config.json's `auto_map` points at (custom model code)."""
+    import json
+
+    try:
+        auto_map = json.loads((run_dir / MODEL_CONFIG_FILE).read_text()).get("auto_map") or {}
+    except (OSError, ValueError):
+        return []
+    references = [r for v in auto_map.values() for r in (v if isinstance(v, (list, tuple)) else [v]) if r]
+    # "module.Class", or "repo--module.Class" for code that lives in another repo (nothing to upload then)
+    modules = {r.rsplit(".", 1)[0] for r in references if isinstance(r, str) and "--" not in r}
+    return sorted(f"{m}.py" for m in modules if (run_dir / f"{m}.py").is_file())
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

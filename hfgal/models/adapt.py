@@ -87,11 +87,8 @@ def layer_groups(model: Any) -> list[list[str]]:
         if first is not None:
             children.setdefault(".".join(parts[:first]), set()).add(parts[first])
     container = max(children, key=lambda c: len(children[c])) if children else None
-    stage_of = (
-        _efficientnet_stage_of_block(model.config)
-        if getattr(model.config, "model_type", "") == "efficientnet"
-        else None
-    )
+    config = getattr(model, "config", None)
+    stage_of = _efficientnet_stage_of_block(config) if getattr(config, "model_type", "") == "efficientnet" else None
     order: dict[str, int] = {}
     depth_of: list[tuple[str, int | None]] = []
     for name in names:

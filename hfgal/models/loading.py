@@ -13,6 +13,9 @@ from typing import Any
 from ..constants import ID2LABEL, LABEL2ID, NUM_CLASSES
 from ..data.geometry import Geometry
 from ..errors import HfgalError
+from .equivariant import MODEL_TYPE as EQUIVARIANT_MODEL_TYPE
+from .equivariant import NAMED_CONFIGS as EQUIVARIANT_CONFIGS
+from .equivariant import register as register_equivariant
 from .preprocessing import processor_geometry
 
 logger = logging.getLogger(__name__)
@@ -179,6 +182,8 @@ NAMED_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "beit-base": ("beit", {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "image_size": 224}),
     "efficientnet-b7": ("efficientnet", {"width_coefficient": 2.0, "depth_coefficient": 3.1, "image_size": 600}),
     "resnet-101": ("resnet", {"depths": [3, 4, 23, 3], "layer_type": "bottleneck"}),
+    # Rotation-equivariant GCNNs, hfgal's own model type (hfgal.models.equivariant): gcnn-d4-tiny, -d8-small, -d16-base
+    **{name: (EQUIVARIANT_MODEL_TYPE, defaults) for name, defaults in EQUIVARIANT_CONFIGS.items()},
 }
 
 
@@ -264,6 +269,7 @@ def load_model(
     """
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, TimmWrapperConfig
 
+    register_equivariant()  # normally done by the import hook `import hfgal` installs; here explicitly
     if init not in ("pretrained", "scratch"):
         raise HfgalError(f"--init {init!r} is not valid; use pretrained or scratch")
     overrides = dict(config_overrides or {})

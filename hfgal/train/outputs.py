@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_text
+from ..models.equivariant import write_remote_code
 from ..models.loading import LoadedModel
 from .confusion import plot_confusion_matrix
 from .hardware import hardware_info, versions_info
@@ -31,6 +32,7 @@ def save_model(trainer: Any, out: str | os.PathLike, loaded: LoadedModel) -> Non
     from transformers import ViTImageProcessor
 
     trainer.save_model(str(out))
+    write_remote_code(out)  # an equivariant GCNN's folder carries its modelling code: it loads without hfgal too
     height, width = loaded.image_size
     ViTImageProcessor(
         size={"height": height, "width": width}, image_mean=list(loaded.mean), image_std=list(loaded.std)
