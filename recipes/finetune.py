@@ -77,6 +77,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ
             data_args.dataset,
             seed=data_args.split_seed,
             split_scheme=data_args.split_scheme,
+            separation_arcsec=data_args.split_separation_arcsec,
             revision=data_args.dataset_revision,
         )
         splits, cache_seconds = cached_splits(
@@ -134,6 +135,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ
             predictions=predictions,
             carbon=carbon_record,
             cache_build_seconds=cache_seconds,
+            split_info=dsd.split_info,  # the split actually used (e.g. the Hub copy's published one)
         )
         plot_test_confusion(record, out, GZ10_CLASSES)
         record.save(out)

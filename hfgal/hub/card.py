@@ -11,7 +11,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..constants import DEFAULT_DATASET, GZ10_CITATION, GZ10_CLASSES, HFGAL_CITATION
+from ..constants import (
+    DEFAULT_DATASET,
+    GZ10_CITATION,
+    GZ10_CLASSES,
+    GZ10_CUTOUT_ARCSEC,
+    GZ10_H5_FILENAME,
+    GZ10_ZENODO_RECORD,
+    HFGAL_CITATION,
+)
 from ..hub_access import is_hub_id
 from ..io import atomic_write_text, card_template
 from ..train.results import CARD_FILE, CONFUSION_FILE, CarbonRecord, Hardware, RunRecord, SplitMetrics, check_run_dir
@@ -86,7 +94,8 @@ def render_model_card(
     elif synthetic:
         dataset_type, dataset_name = "synthetic", f"Synthetic GZ10-like galaxies ({dataset})"
     else:
-        dataset_type, dataset_name = "galaxy10_decals", "Galaxy10 DECaLS (local copy)"
+        where = f"Zenodo {GZ10_ZENODO_RECORD}" if dataset == "zenodo" else "local copy"
+        dataset_type, dataset_name = "galaxy10_decals", f"Galaxy10 DECaLS ({where})"
     common = {
         "task_type": "image-classification",
         "task_name": "Image Classification",
@@ -157,15 +166,13 @@ def _summary(results: RunRecord, config: dict, title: str, dataset_id: str | Non
     dataset = results.dataset
     if dataset_id:
         data = f"[Galaxy10 DECaLS](https://huggingface.co/datasets/{dataset_id})"
-        if dataset_id == DEFAULT_DATASET:
-            data += " (its own test split; validation carved from its train split, stratified by class)"
     elif dataset.startswith("synthetic"):
         data = f"synthetic GZ10-like galaxies (`{dataset}`)"
+    elif dataset == "zenodo":
+        data = f"Galaxy10 DECaLS (`{GZ10_H5_FILENAME}` from Zenodo record {GZ10_ZENODO_RECORD})"
     else:
         data = f"Galaxy10 DECaLS (local copy `{Path(dataset).name}`)"
-        scheme = results.split_scheme or config.get("split_scheme")
-        if scheme:
-            data += f", split with hfgal's `{scheme}` scheme"
+    data += _split_clause(results, config, dataset_id)
     augment = (
         " Training images were randomly rotated and reflected (the 8 dihedral views: galaxies have no preferred "
         "orientation) with a small random affine jitter."
@@ -186,6 +193,25 @@ def _summary(results: RunRecord, config: dict, title: str, dataset_id: str | Non
         f"and {evaluated}: accuracy {_pct(test.accuracy)} (95 % CI {_pct(lo)} – {_pct(hi)}), macro-F1 "
         f"{_num(test.macro_f1)}."
     )
+
+
+def _split_clause(results: RunRecord, config: dict, dataset_id: str | None) -> str:
+    """What split the run used, as recorded (`RunRecord.split`), with the close pairs that cross it; for records
+    written before the split was recorded, only what is certain."""
+    if results.split:
+        text = f" (split: {results.split}"
+        rows = results.split_close_pairs or []
+        widest = max(rows, key=lambda r: r["within_arcsec"]) if rows else None
+        if widest and widest["within_arcsec"] >= GZ10_CUTOUT_ARCSEC - 1e-3:
+            text += (
+                f"; {int(widest['cross_split'])} of the {int(widest['pairs'])} pairs of galaxies closer than the "
+                f'{widest["within_arcsec"]:g}" cutout width sit on both sides of it'
+            )
+        return text + ")"
+    if dataset_id == DEFAULT_DATASET:  # hfgal never re-split it: its published train/test, validation carved
+        return " (its own test split; validation carved from its train split, stratified by class)"
+    scheme = None if dataset_id else results.split_scheme or config.get("split_scheme")
+    return f", split with hfgal's `{scheme}` scheme" if scheme else ""
 
 
 def _result_row(split: str, m: SplitMetrics) -> dict:

@@ -96,6 +96,19 @@ def hyperparameters(training_args: Any, layer_decay: float | None) -> Hyperparam
     )
 
 
+def split_fields(split_info: dict[str, Any] | None, requested: str | None) -> dict[str, Any]:
+    """The `RunRecord` fields that say which split a run used, from `load_gz10`'s split info: what the source
+    honoured (e.g. `hub-split` for the published Hub copy), not what was asked for."""
+    if not split_info:
+        return {"split_scheme": requested}
+    return {
+        "split_scheme": split_info.get("scheme") or requested,
+        "split": split_info.get("split"),
+        "split_separation_arcsec": split_info.get("separation_arcsec") if split_info.get("grouped") else None,
+        "split_close_pairs": split_info.get("close_pairs"),
+    }
+
+
 def build_run_record(
     *,
     model_args: Any,
@@ -106,6 +119,7 @@ def build_run_record(
     predictions: dict[str, tuple[Any, Any]],
     carbon: Any,
     cache_build_seconds: float,
+    split_info: dict[str, Any] | None = None,
 ) -> RunRecord:
     """The run's `RunRecord` from its arguments and what training and evaluation measured.
 
@@ -116,6 +130,7 @@ def build_run_record(
         predictions: `{"validation": (predicted, true), "test": (predicted, true)}` class ids of the selected model.
         carbon: the run's `CarbonRecord`.
         cache_build_seconds: time spent building the uint8 cache in this run.
+        split_info: the loaded `DatasetDict`'s `split_info` (`hfgal.data.sources.load_gz10`): the split used.
     """
     height, width = loaded.image_size
     world = training_args.world_size
@@ -132,7 +147,7 @@ def build_run_record(
         tta=data_args.tta,
         dataset=data_args.dataset,
         dataset_revision=data_args.dataset_revision,
-        split_scheme=data_args.split_scheme,
+        **split_fields(split_info, data_args.split_scheme),
         seed=training_args.seed,
         run_name=training_args.run_name or Path(training_args.output_dir).name,
         carbon=carbon,

@@ -217,7 +217,10 @@ class RunRecord:
     tta: bool = False
     dataset: str = ""
     dataset_revision: str | None = None
-    split_scheme: str | None = None
+    split_scheme: str | None = None  # the split actually used: default, poster, hub-split or published
+    split: str | None = None  # how it was made, in one line (`hfgal.data.split.describe_split`)
+    split_separation_arcsec: float | None = None  # linking radius, when sky neighbours were kept together
+    split_close_pairs: list[dict[str, float]] | None = None  # per radius: close pairs, and how many cross the split
     seed: int | None = None
     run_name: str = ""
     best_checkpoint: str | None = None
