@@ -41,7 +41,8 @@ def _download(args) -> int:
 
     path = download_gz10(args.dir, force=args.force)
     print(f"{path} ({path.stat().st_size:,} bytes, checksum verified)")
-    print(f"next: hfgal data build --h5 {path} --out gz10, or train with --dataset zenodo")
+    source = path if args.dir else "zenodo"  # load_gz10("zenodo") looks in hfgal's cache, not in --dir
+    print(f"next: hfgal data build --source {source} --out gz10, or train with --dataset {source}")
     return 0
 
 
