@@ -3,7 +3,8 @@ behind `hfgal predict`, the demo and the Space).
 
 A checkpoint is anything `AutoModelForImageClassification.from_pretrained` loads (an hfgal run folder, a Hub repo
 pushed by hfgal, a timm model through TimmWrapper, the study authors' `*-finetuned-galaxy10-decals` repos).
-Images are prepared exactly like the training cache: whole image resized to a square, no crop, then normalised.
+Images are prepared exactly like the training cache: the whole image resized to a square for hfgal runs (or resized
+and centre-cropped as the checkpoint's own image processor says), then normalised.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .constants import GZ10_CLASSES
+from .data.geometry import Geometry, prepare_rgb
 from .data.imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, fits_to_rgb, load_image
 from .errors import HfgalError
 from .hub_access import is_hub_id
@@ -48,6 +50,7 @@ class GalaxyClassifier:
         model: the `PreTrainedModel` in eval mode on `device`.
         id2label: class index -> class name.
         image_size: square input side `S`.
+        geometry: how an image is resized (and centre-cropped) to `S x S`: the way the model was trained.
         mean, std: per-channel normalisation of 0-1 pixel values.
         device: where the model runs.
         source: the repo id or folder it was loaded from.
@@ -62,10 +65,12 @@ class GalaxyClassifier:
         std: tuple[float, ...],
         device: torch.device,
         source: str,
+        geometry: Geometry | None = None,
     ) -> None:
         self.model = model
         self.id2label = id2label
         self.image_size = int(image_size)
+        self.geometry = geometry or Geometry(self.image_size)
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.device = device
@@ -82,7 +87,7 @@ class GalaxyClassifier:
         return len(self.id2label)
 
     def preprocess(self, images: Any) -> torch.Tensor:
-        """Turn images into the model's input batch: RGB, bilinear resize of the whole image to `S x S`, normalise.
+        """Turn images into the model's input batch: RGB, resized as the model was trained (`geometry`), normalised.
 
         Args:
             images: one image or a list of anything `load_image` takes.
@@ -93,11 +98,10 @@ class GalaxyClassifier:
         import torch
 
         from .data.augment import normalize
-        from .data.cache import resize_rgb
 
+        # The training cache's preparation, so served pixels match the pixels the model was trained on.
+        pixels = [prepare_rgb(load_image(image), self.geometry) for image in _as_list(images)]
         size = (self.image_size, self.image_size)
-        # The same resize as the training cache, so served pixels match the pixels the model was trained on.
-        pixels = [resize_rgb(load_image(image), size) for image in _as_list(images)]
         if not pixels:
             return torch.empty((0, 3, *size), device=self.device)
         batch = torch.from_numpy(np.stack(pixels)).to(self.device)  # (B, 3, S, S) uint8
@@ -234,9 +238,9 @@ def load_classifier(
             raise
         except Exception as err:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, UnpicklingError
             raise _load_error(where, err) from err
-    size, mean, std = _image_settings(load_from, model, kwargs)
+    geometry, mean, std = _image_settings(load_from, model, kwargs)
     model.eval().to(torch_device)
-    return GalaxyClassifier(model, _id2label(config), size, mean, std, torch_device, source)
+    return GalaxyClassifier(model, _id2label(config), geometry.size, mean, std, torch_device, source, geometry)
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -347,10 +351,11 @@ def _load_error(where: str, err: Exception) -> HfgalError:
     return HfgalError(f"could not load the model {where}: {first}; pass a run folder or a Hub image-classifier id")
 
 
-def _image_settings(load_from: str, model: Any, kwargs: dict) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+def _image_settings(load_from: str, model: Any, kwargs: dict) -> tuple[Geometry, tuple[float, ...], tuple[float, ...]]:
     from transformers import AutoImageProcessor
 
     from .models.loading import IMAGENET_MEAN, IMAGENET_STD, image_settings
+    from .models.preprocessing import processor_geometry
 
     try:
         processor = AutoImageProcessor.from_pretrained(load_from, **kwargs)
@@ -361,7 +366,7 @@ def _image_settings(load_from: str, model: Any, kwargs: dict) -> tuple[int, tupl
             from timm.data import resolve_data_config
 
             cfg = resolve_data_config(model=timm_model)
-            return int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"])
+            return Geometry(int(cfg["input_size"][-1])), tuple(cfg["mean"]), tuple(cfg["std"])
         size = getattr(model.config, "image_size", None)
         if not isinstance(size, int):
             raise HfgalError(
@@ -371,8 +376,9 @@ def _image_settings(load_from: str, model: Any, kwargs: dict) -> tuple[int, tupl
         logger.warning(
             "%s has no preprocessor_config.json; using %dx%d and ImageNet statistics", load_from, size, size
         )
-        return size, IMAGENET_MEAN, IMAGENET_STD
-    return image_settings(processor)
+        return Geometry(size), IMAGENET_MEAN, IMAGENET_STD
+    _, mean, std = image_settings(processor)
+    return processor_geometry(processor), mean, std
 
 
 def _id2label(config: Any) -> dict[int, str]:

@@ -23,6 +23,7 @@ from hfgal.hub.card import write_model_card
 from hfgal.hub.push import push_run
 from hfgal.models.adapt import freeze_backbone
 from hfgal.models.loading import load_model
+from hfgal.models.preprocessing import input_geometry
 from hfgal.train.args import (
     DataArguments,
     GZ10TrainingArguments,
@@ -39,7 +40,7 @@ from hfgal.train.metrics import compute_metrics_fn
 from hfgal.train.outputs import build_run_record, plot_test_confusion, save_model, training_outcome, write_config
 from hfgal.train.results import CARD_FILE, RESULTS_FILE
 from hfgal.train.resume import resolve_resume, shared_training
-from hfgal.train.trainer import GZ10Trainer, end_distributed, predict_labels
+from hfgal.train.trainer import GZ10Trainer, end_distributed, evaluation_sets, predict_labels
 
 
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ10TrainingArguments) -> int:
@@ -80,9 +81,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ
             separation_arcsec=data_args.split_separation_arcsec,
             revision=data_args.dataset_revision,
         )
-        splits, cache_seconds = cached_splits(
-            dsd, loaded.image_size, data_args.image_cache_dir, data_args.max_train_samples
-        )
+        geometry = input_geometry(loaded, data_args.preprocessing)  # whole image, or the processor's resize + crop
+        splits, cache_seconds = cached_splits(dsd, geometry, data_args.image_cache_dir, data_args.max_train_samples)
 
     # ---- trainer
     carbon = CarbonCallback.from_args(training_args, resumed_from=resume)  # adds up the resumed segments
@@ -93,7 +93,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ
         model=loaded.model,
         args=training_args,
         train_dataset=splits["train"],
-        eval_dataset=splits["validation"],
+        eval_dataset=evaluation_sets(splits, training_args, data_args.test_each_eval),  # validation selects
         data_collator=collate_uint8,
         compute_metrics=compute_metrics_fn,
         callbacks=callbacks,
@@ -125,7 +125,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ
 
     # ---- save: model + processor, confusion matrix, results.json last (it marks the run complete), card
     if trainer.is_world_process_zero():
-        save_model(trainer, out, loaded)
+        save_model(trainer, out, loaded, geometry)
         record = build_run_record(
             model_args=model_args,
             data_args=data_args,
@@ -136,6 +136,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: GZ
             carbon=carbon_record,
             cache_build_seconds=cache_seconds,
             split_info=dsd.split_info,  # the split actually used (e.g. the Hub copy's published one)
+            geometry=geometry,
+            log_history=trainer.state.log_history,
         )
         plot_test_confusion(record, out, GZ10_CLASSES)
         record.save(out)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -331,3 +332,33 @@ def test_concurrent_runs_book_their_share(monkeypatch):
     assert CarbonCallback()._tracker_kwargs(object)["gpu_ids"] == [2, 3]
     with pytest.raises(HfgalError, match="gpu_share"):
         CarbonCallback(gpu_share=0)
+
+
+_BURN = """
+import json, sys, time
+from hfgal.train.carbon import CarbonCallback
+
+callback = CarbonCallback(concurrency=int(sys.argv[1]), measure_power_secs=0.5)
+with callback.track("eval"):
+    end = time.perf_counter() + float(sys.argv[2])
+    while time.perf_counter() < end:  # one core busy, like one of two runs sharing a 2-core machine
+        pass
+print(json.dumps(callback.summary().to_dict()["eval"]))
+"""
+
+
+@pytest.mark.slow  # two rounds of two processes burning a core for 8 s
+def test_two_runs_started_together_each_book_half_the_machine(tmp_path):
+    """Two one-core runs together fill the 2-core machine: each books half its CPU energy, not all of it."""
+    import subprocess
+    import sys
+
+    def together(concurrency: int) -> list[float]:
+        cmd = [sys.executable, "-c", _BURN, str(concurrency), "8"]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        return [json.loads(p.communicate(timeout=120)[0])["cpu_energy_kwh"] for p in procs]
+
+    alone_mode = together(concurrency=1)  # each books the whole machine, as before: the machine counted twice
+    shared = together(concurrency=2)  # process-level tracking: each its share
+    for share in shared:
+        assert 0.3 < share / statistics.fmean(alone_mode) < 0.7, (shared, alone_mode)

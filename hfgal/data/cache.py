@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..io import default_cache_root
+from .geometry import Geometry, prepare_rgb
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -24,25 +25,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def resize_rgb(image, size: tuple[int, int]) -> np.ndarray:
-    """PIL image -> `(3, H, W)` uint8 at `size` (height, width): whole image, bilinear with antialiasing."""
-    from PIL import Image
+def cache_file_name(fingerprint: str, size: tuple[int, int] | Geometry) -> str:
+    """File name of a split's cache: its content (the dataset fingerprint), the resolution, the preparation and the
+    resizer.
 
-    image = image.convert("RGB")
-    if image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
-
-
-def cache_file_name(fingerprint: str, size: tuple[int, int]) -> str:
-    """File name of a split's cache: its content (the dataset fingerprint), the resolution and the resizer.
-
-    The Pillow version is part of the name because `resize_rgb`'s pixels are Pillow's: a cache written by another
+    The Pillow version is part of the name because `prepare_rgb`'s pixels are Pillow's: a cache written by another
     version is rebuilt rather than silently mixed with the pixels that version would serve at inference.
     """
     import PIL
 
-    return f"gz10-{fingerprint}-{size[0]}x{size[1]}-pil{PIL.__version__}.npy"
+    height, width = _shape(size)
+    key = size.cache_key() if isinstance(size, Geometry) else ""
+    return f"gz10-{fingerprint}-{height}x{width}{key}-pil{PIL.__version__}.npy"
+
+
+def _shape(size: tuple[int, int] | Geometry) -> tuple[int, int]:
+    return (size.size, size.size) if isinstance(size, Geometry) else (int(size[0]), int(size[1]))
 
 
 def _fill(args: tuple) -> None:
@@ -53,18 +51,21 @@ def _fill(args: tuple) -> None:
     for offset in range(start, stop, 64):
         end = min(offset + 64, stop)
         batch = images[offset:end]["image"]
-        out[offset:end] = np.stack([resize_rgb(im, size) for im in batch])
+        out[offset:end] = np.stack([prepare_rgb(im, size) for im in batch])
     out.flush()
 
 
 def uint8_cache(
-    ds: Dataset, size: tuple[int, int], cache_root: str | os.PathLike | None = None, num_proc: int | None = None
+    ds: Dataset,
+    size: tuple[int, int] | Geometry,
+    cache_root: str | os.PathLike | None = None,
+    num_proc: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Return a read-only memmap `(N, 3, H, W)` uint8 of `ds`'s images at `size`, building it on first use.
 
     Args:
         ds: a GZ10 split (its `_fingerprint` identifies its content).
-        size: (height, width).
+        size: (height, width) to resize whole images to, or a `Geometry` (resize, then keep the centre).
         cache_root: folder of cache files (default `default_cache_root()`).
         num_proc: decoding processes (default: up to 8, bounded by the CPUs).
 
@@ -88,7 +89,7 @@ def uint8_cache(
     n = len(ds)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *size)).flush()
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *_shape(size))).flush()
         num_proc = num_proc or max(1, min(8, os.cpu_count() or 1, n // 256))
         bounds = np.linspace(0, n, num_proc + 1, dtype=int)
         jobs = [(ds, str(tmp), int(a), int(b), size) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
@@ -166,13 +167,13 @@ def collate_uint8(batch: Any) -> dict[str, torch.Tensor]:
 
 
 def cached_splits(
-    dsd, size: tuple[int, int], cache_dir: str | None = None, max_train_samples: int | None = None
+    dsd, size: tuple[int, int] | Geometry, cache_dir: str | None = None, max_train_samples: int | None = None
 ) -> tuple[dict[str, UInt8Images], float]:
     """Every split of a GZ10 `DatasetDict` as `UInt8Images` over its uint8 cache at `size`.
 
     Args:
         dsd: the `DatasetDict` (train, validation, test).
-        size: (height, width) of the model's input.
+        size: (height, width) of the model's input (whole images resized), or a `Geometry`.
         cache_dir: folder of the cache files (default `default_cache_root()`).
         max_train_samples: use only the first N training images.
 

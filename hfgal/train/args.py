@@ -76,6 +76,20 @@ class DataArguments:
         default=None, metadata={"help": "folder of the decoded uint8 image cache (default: $HF_HOME/hfgal)"}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training images"})
+    preprocessing: str = field(
+        default="resize",
+        metadata={
+            "help": "resize: the whole image resized to the model's input (hfgal); processor: the checkpoint's own "
+            "image processor's resize and centre crop (the seed study's way, the poster protocol)"
+        },
+    )
+    test_each_eval: bool = field(
+        default=False,
+        metadata={
+            "help": "also evaluate test at every evaluation, never to select: records what choosing the checkpoint "
+            "on test (the seed study's selection) would report, as a labelled diagnostic"
+        },
+    )
 
 
 @dataclass
@@ -128,6 +142,9 @@ class GZ10TrainingArguments(TrainingArguments):
         default=False, metadata={"help": "start over: delete checkpoints and results already in output_dir"}
     )
     license: str = field(default="apache-2.0", metadata={"help": "licence written in the model card"})
+    protocol: str | None = field(
+        default=None, metadata={"help": "the study protocol the run follows (poster, honest), recorded in its card"}
+    )
     cpu_threads: int | None = field(
         default=None,
         metadata={
@@ -214,6 +231,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
         raise HfgalError(
             f"--split_scheme {data_args.split_scheme!r} is not valid; use {' or '.join(SCHEMES)}, or leave it unset"
         )
+    if data_args.preprocessing not in ("resize", "processor"):
+        raise HfgalError(f"--preprocessing {data_args.preprocessing!r} is not valid; use resize or processor")
+    if data_args.preprocessing == "processor" and model_args.image_size:
+        raise HfgalError("--preprocessing processor takes the size from the model's processor; drop --image_size")
     if training_args.hub_token:
         # The Trainer pickles its arguments into training_args.bin of the run and of every checkpoint.
         raise HfgalError(

@@ -16,7 +16,15 @@ from ..models.loading import LoadedModel
 from .confusion import plot_confusion_matrix
 from .hardware import hardware_info, versions_info
 from .metrics import compute_gz10_metrics
-from .results import CONFIG_FILE, CONFUSION_FILE, CarbonRecord, Hyperparameters, RunRecord, SplitMetrics
+from .results import (
+    CONFIG_FILE,
+    CONFUSION_FILE,
+    CarbonRecord,
+    Hyperparameters,
+    RunRecord,
+    SelectionOnTest,
+    SplitMetrics,
+)
 
 
 def write_config(out: str | os.PathLike, config: dict[str, Any]) -> Path:
@@ -26,13 +34,17 @@ def write_config(out: str | os.PathLike, config: dict[str, Any]) -> Path:
     return atomic_write_text(Path(out) / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
 
-def save_model(trainer: Any, out: str | os.PathLike, loaded: LoadedModel) -> None:
+def save_model(trainer: Any, out: str | os.PathLike, loaded: LoadedModel, geometry: Any = None) -> None:
     """Save the trainer's (selected) model and an image processor that prepares images as training did: the whole
-    image resized to the training size, normalised with the backbone's statistics (no crop)."""
+    image resized to the training size, normalised with the backbone's statistics; or, when training used the
+    checkpoint's own processor's resize and crop (`geometry` crops), that processor itself."""
     from transformers import ViTImageProcessor
 
     trainer.save_model(str(out))
     write_remote_code(out)  # an equivariant GCNN's folder carries its modelling code: it loads without hfgal too
+    if getattr(geometry, "crops", False) and loaded.processor is not None:
+        loaded.processor.save_pretrained(str(out))
+        return
     height, width = loaded.image_size
     ViTImageProcessor(
         size={"height": height, "width": width}, image_mean=list(loaded.mean), image_std=list(loaded.std)
@@ -96,6 +108,20 @@ def hyperparameters(training_args: Any, layer_decay: float | None) -> Hyperparam
     )
 
 
+def selection_on_test(log_history: list[dict[str, Any]]) -> SelectionOnTest | None:
+    """The diagnostic of `--test_each_eval`: the best test accuracy over the evaluations made during training."""
+    scored = [e for e in log_history if "eval_test_accuracy" in e]
+    if not scored:
+        return None
+    best = max(scored, key=lambda e: e["eval_test_accuracy"])
+    return SelectionOnTest(
+        test_accuracy=float(best["eval_test_accuracy"]),
+        step=int(best.get("step", 0)),
+        epoch=best.get("epoch"),
+        evaluations=len(scored),
+    )
+
+
 def split_fields(split_info: dict[str, Any] | None, requested: str | None) -> dict[str, Any]:
     """The `RunRecord` fields that say which split a run used, from `load_gz10`'s split info: what the source
     honoured (e.g. `hub-split` for the published Hub copy), not what was asked for."""
@@ -120,6 +146,8 @@ def build_run_record(
     carbon: Any,
     cache_build_seconds: float,
     split_info: dict[str, Any] | None = None,
+    geometry: Any = None,
+    log_history: list[dict[str, Any]] | None = None,
 ) -> RunRecord:
     """The run's `RunRecord` from its arguments and what training and evaluation measured.
 
@@ -131,6 +159,8 @@ def build_run_record(
         carbon: the run's `CarbonRecord`.
         cache_build_seconds: time spent building the uint8 cache in this run.
         split_info: the loaded `DatasetDict`'s `split_info` (`hfgal.data.sources.load_gz10`): the split used.
+        geometry: how images were prepared (`hfgal.models.preprocessing.input_geometry`).
+        log_history: the trainer's log history, for the `--test_each_eval` diagnostic.
     """
     height, width = loaded.image_size
     world = training_args.world_size
@@ -148,6 +178,10 @@ def build_run_record(
         dataset=data_args.dataset,
         dataset_revision=data_args.dataset_revision,
         **split_fields(split_info, data_args.split_scheme),
+        preprocessing=geometry.describe() if hasattr(geometry, "describe") else "whole image resized",
+        normalization={"mean": list(loaded.mean), "std": list(loaded.std)},
+        protocol=training_args.protocol,
+        selection_on_test=selection_on_test(log_history or []),
         seed=training_args.seed,
         run_name=training_args.run_name or Path(training_args.output_dir).name,
         carbon=carbon,

@@ -188,6 +188,21 @@ class Hyperparameters:
     fp16: bool | None = None
 
 
+@dataclass
+class SelectionOnTest:
+    """A DIAGNOSTIC, not a result: what choosing the checkpoint on the test split would have reported.
+
+    The seed study kept the epoch with the best test accuracy; hfgal selects on validation and evaluates test once.
+    Under `--test_each_eval` test is also scored at every evaluation (never used to select), and this records
+    the best of those scores, so a report can show how much that selection flatters a model.
+    """
+
+    test_accuracy: float  # the best test accuracy over the evaluations
+    step: int  # where it was reached
+    epoch: float | None
+    evaluations: int  # how many evaluations it was the best of
+
+
 # The fields a run copies from the run whose training it shares (`--trained_run`): what training produced.
 TRAINING_OUTCOME = (
     "model", "model_type", "base_model", "init", "params_total", "params_trainable",
@@ -221,6 +236,10 @@ class RunRecord:
     split: str | None = None  # how it was made, in one line (`hfgal.data.split.describe_split`)
     split_separation_arcsec: float | None = None  # linking radius, when sky neighbours were kept together
     split_close_pairs: list[dict[str, float]] | None = None  # per radius: close pairs, and how many cross the split
+    preprocessing: str | None = None  # how images became model inputs (Geometry.describe())
+    normalization: dict[str, list[float]] | None = None  # {"mean": [...], "std": [...]} of 0-1 pixels, as trained
+    protocol: str | None = None  # the study protocol the run follows (poster, honest), when it follows one
+    selection_on_test: SelectionOnTest | None = None  # diagnostic only, see SelectionOnTest
     seed: int | None = None
     run_name: str = ""
     best_checkpoint: str | None = None
@@ -242,6 +261,8 @@ class RunRecord:
         for name in ("validation", "test", "hardware", "training"):
             out[name] = dataclasses.asdict(out[name])
         out["carbon"] = self.carbon.to_dict()
+        if self.selection_on_test is not None:
+            out["selection_on_test"] = dataclasses.asdict(self.selection_on_test)
         return out
 
     @classmethod
@@ -257,6 +278,8 @@ class RunRecord:
         data["carbon"] = CarbonRecord.from_dict(data.get("carbon"))
         data["hardware"] = _from_mapping(Hardware, data.get("hardware") or {}, f"{where} (hardware)")
         data["training"] = _from_mapping(Hyperparameters, data.get("training") or {}, f"{where} (training)")
+        if isinstance(data.get("selection_on_test"), Mapping):
+            data["selection_on_test"] = _from_mapping(SelectionOnTest, data["selection_on_test"], where)
         return _from_mapping(cls, data, where)
 
     def training_outcome(self) -> dict[str, Any]:

@@ -124,7 +124,7 @@ EVALUATION_ONLY_SETTINGS = frozenset(
     | {"push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "per_device_eval_batch_size"}
     | {"dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor", "disable_tqdm"}
     | {"report_to", "image_cache_dir", "license", "cpu_threads"}
-    | {"carbon_tracking_mode", "concurrent_runs", "gpu_share"}
+    | {"carbon_tracking_mode", "concurrent_runs", "gpu_share", "test_each_eval", "protocol"}
 )
 
 

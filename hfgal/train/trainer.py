@@ -5,6 +5,7 @@ search, and evaluation that counts every test image once across processes."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,3 +177,18 @@ def predict_labels(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
     output = trainer.predict(dataset)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     return np.asarray(logits).argmax(-1), np.asarray(output.label_ids)
+
+
+def evaluation_sets(splits: dict[str, Any], training_args: TrainingArguments, test_each_eval: bool = False):
+    """What the Trainer evaluates during training: validation, which selects the checkpoint.
+
+    With `test_each_eval`, test is scored too at every evaluation (as `eval_test_*`), never to select: the selection
+    metric is pointed at validation's (`validation_accuracy`), and the test scores only feed the labelled
+    diagnostic of what selecting on test would have reported.
+    """
+    if not test_each_eval:
+        return splits["validation"]
+    metric = (training_args.metric_for_best_model or "loss").removeprefix("eval_")
+    if not metric.startswith("validation_"):
+        training_args.metric_for_best_model = f"validation_{metric}"
+    return {"validation": splits["validation"], "test": splits["test"]}
