@@ -127,8 +127,8 @@ def protocol(name: str | None, source: str = "study YAML") -> Protocol | None:
 # --------------------------------------------------------------------------- Table 2: one architecture per row
 
 # The timm architecture behind each Zoobot encoder on the Hub (config.json `architecture` of mwalmsley's repos).
-# Note the MaxViT one: the repo says maxvit_base_rw_224 but holds maxvit_rmlp_base_rw_224, started by Zoobot from
-# timm's `sw_in12k_ft_in1k` ImageNet weights.
+# Note the MaxViT one: the repo says maxvit_base_rw_224 but holds maxvit_rmlp_base_rw_224, whose config names
+# timm's `sw_in12k_ft_in1k` ImageNet weights (what Zoobot most likely started from; the repo cannot prove it).
 ZOOBOT_ARCHITECTURES = {
     "mwalmsley/zoobot-encoder-maxvit_base_rw_224": "maxvit_rmlp_base_rw_224",
     "mwalmsley/zoobot-encoder-convnext_nano": "convnext_nano",
