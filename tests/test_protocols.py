@@ -174,3 +174,19 @@ def test_the_report_opens_with_what_produced_the_numbers(tmp_path):
     published = text.split("## Compared with the seed study")[1]
     assert "Same protocol as the seed study" in published
     assert "| 85.00 ± 1.41 | 87.00 |" in published  # ours (validation-selected) beside the diagnostic
+
+
+def test_the_model_card_states_the_protocol_and_the_diagnostic():
+    from fixtures.runs import make_config, make_results
+    from hfgal.hub.card import render_model_card
+    from hfgal.train.results import RunRecord
+
+    results = make_results()
+    results.update(protocol="poster", preprocessing="resized to 256 px (bicubic), central 224 x 224 kept")
+    results["selection_on_test"] = {"test_accuracy": 0.9012, "step": 480, "epoch": 12.0, "evaluations": 30}
+    results["carbon"].update(segments=3, concurrency=2)
+    card = str(render_model_card(RunRecord.from_dict(results), make_config(results), repo_id="someone/gz10"))
+    assert "follows the seed study's protocol (`poster`" in card
+    assert "Diagnostic only, not a result" in card and "90.12 %" in card and "best of 30 evaluations" in card
+    assert "| image preparation | resized to 256 px (bicubic), central 224 x 224 kept |" in card
+    assert "| training processes (1 + times resumed) | 3 |" in card and "| runs sharing the machine | 2 |" in card

@@ -130,11 +130,7 @@ def render_model_card(
         title=title,
         summary=_summary(results, config, title, dataset_id),
         result_rows=[_result_row("Test", test), _result_row("Validation", validation)],
-        selection_text=(
-            f"The checkpoint kept ({results.best_checkpoint or 'the final one'}) is the one with the best "
-            "validation accuracy; the test split was evaluated once, with that checkpoint"
-            + (", averaging the 8 dihedral views of each image (TTA)." if results.tta else ".")
-        ),
+        selection_text=_selection_text(results),
         class_rows=_class_rows(test),
         confusion_image=confusion_image,
         confused_pairs=_confused_pairs(test),
@@ -253,6 +249,30 @@ def _confused_pairs(test: SplitMetrics, k: int = 5) -> list[dict]:
     return [{**p, "rate": _pct(p["rate"], 1)} for p in pairs if p["count"] > 0]
 
 
+def _selection_text(results: RunRecord) -> str:
+    """How the reported checkpoint was chosen and tested, the protocol it followed, and the diagnostic if any."""
+    text = (
+        f"The checkpoint kept ({results.best_checkpoint or 'the final one'}) is the one with the best validation "
+        "accuracy; the test split was evaluated once, with that checkpoint"
+        + (", averaging the 8 dihedral views of each image (TTA)." if results.tta else ".")
+    )
+    if results.protocol == "poster":
+        text += (
+            " The run follows the seed study's protocol (`poster`: its data split, recipe and preprocessing), so its "
+            "numbers compare with the published ones."
+        )
+    elif results.protocol:
+        text += f" The run follows hfgal's `{results.protocol}` protocol."
+    diagnostic = results.selection_on_test
+    if diagnostic is not None:
+        text += (
+            f" Diagnostic only, not a result: choosing the checkpoint on the test split instead (the seed study's "
+            f"selection) would have reported {_pct(diagnostic.test_accuracy)} (step {diagnostic.step}, the best of "
+            f"{diagnostic.evaluations} evaluations of test during training)."
+        )
+    return text
+
+
 def _hyperparameters(results: RunRecord) -> list[tuple[str, str]]:
     import dataclasses
 
@@ -263,6 +283,8 @@ def _hyperparameters(results: RunRecord) -> list[tuple[str, str]]:
         ("D4 augmentation", results.d4_augment),
         ("test-time augmentation", results.tta),
         ("image size", results.image_size),
+        ("image preparation", results.preprocessing),
+        ("protocol", results.protocol),
         ("parameters (total / trainable)", _params(results)),
         ("seed", results.seed),
     ]
@@ -272,6 +294,8 @@ def _hyperparameters(results: RunRecord) -> list[tuple[str, str]]:
         ("optimisation steps", results.global_step),
         ("best checkpoint (validation accuracy)", results.best_checkpoint),
         ("training time (h:mm:ss)", _hms(results.train_seconds)),
+        ("training processes (1 + times resumed)", results.carbon.segments),
+        ("runs sharing the machine", results.carbon.concurrency),
         ("training throughput (images/s)", _num(results.train_images_per_second, 1)),
         ("hardware", results.hardware.describe()),
     ]

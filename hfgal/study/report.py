@@ -109,7 +109,7 @@ def protocol_box(study: Study, groups: list[Group]) -> str:
         return ", ".join(f"`{v}`" for v in found) or "n/a"
 
     lines.append(f"Data: {values(lambda r: r.dataset)} (revision {values(lambda r: r.dataset_revision)}).")
-    lines.append(f"Split: {values(lambda r: r.split_scheme)}.")
+    lines.append(f"Split: {values(lambda r: r.split or r.split_scheme)}.")
     selection = "checkpoint with the best validation accuracy; the test split evaluated once with it"
     selection = study.protocol.selection if study.protocol else selection
     lines.append(f"Selection: {selection}.")
