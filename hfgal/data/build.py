@@ -20,6 +20,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def resolve_scheme(split_scheme: str | None, separation_arcsec: float | None) -> tuple[str, float]:
+    """The split scheme and linking radius a source that is split here will use (None: the defaults).
+
+    Raises:
+        HfgalError: an unknown scheme, or a linking radius with a scheme that does not group (one line).
+    """
+    scheme = split_scheme or "default"
+    if scheme not in SCHEMES:
+        raise HfgalError(f"unknown split scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if separation_arcsec is not None and not SCHEMES[scheme][1]:
+        raise HfgalError(
+            f"a linking radius ({separation_arcsec:g} arcsec) cannot be honoured by the {scheme!r} split scheme, "
+            "which does not keep sky neighbours together; drop the radius or use the default scheme"
+        )
+    if separation_arcsec is not None and not separation_arcsec >= 0:
+        raise HfgalError(f"linking radius {separation_arcsec} arcsec is not valid; pass a distance >= 0")
+    return scheme, DEFAULT_SEPARATION_ARCSEC if separation_arcsec is None else float(separation_arcsec)
+
+
 def gz10_features() -> Features:
     """The features every GZ10 split carries."""
     from datasets import ClassLabel, Features, Image, Value
@@ -97,18 +116,8 @@ def build_gz10(
     """
     from datasets import Dataset, DatasetDict
 
-    scheme = split_scheme or "default"
-    if scheme not in SCHEMES:
-        raise HfgalError(f"unknown split scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    scheme, separation = resolve_scheme(split_scheme, separation_arcsec)
     grouping = SCHEMES[scheme][1]
-    if separation_arcsec is not None and not grouping:
-        raise HfgalError(
-            f"a linking radius ({separation_arcsec:g} arcsec) cannot be honoured by the {scheme!r} split scheme, "
-            "which does not keep sky neighbours together; drop the radius or use the default scheme"
-        )
-    if separation_arcsec is not None and not separation_arcsec >= 0:
-        raise HfgalError(f"linking radius {separation_arcsec} arcsec is not valid; pass a distance >= 0")
-    separation = DEFAULT_SEPARATION_ARCSEC if separation_arcsec is None else float(separation_arcsec)
     labels = np.asarray(labels, dtype=np.int64)
     check_labels(labels, source or "dataset")
     if cache_dir is None:

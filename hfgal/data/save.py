@@ -83,6 +83,7 @@ def build_dataset(
     Raises:
         HfgalError: `out` exists, nothing to build from, or the source is bad (one line each).
     """
+    from .build import resolve_scheme
     from .published import check_split_request, saved_split_info
     from .sources import gz10_from_h5, load_gz10, resolve_source
 
@@ -95,6 +96,8 @@ def build_dataset(
         raise HfgalError(f"--h5 {h5} is not an h5 file; pass Galaxy10_DECals.h5, or use --source for folders")
     saved = saved_split_info(Path(found.location)) if found.kind == "saved" else None
     check_split_request(found.kind, found.location, split_scheme, separation_arcsec, saved)  # before any lock
+    if found.kind not in ("hub", "saved"):
+        resolve_scheme(split_scheme, separation_arcsec)  # a scheme it cannot honour fails before the lock too
     with output_lock(out, what="hfgal data build"), _staging_cache(out) as cache_dir:
         if h5 is not None:
             dsd = gz10_from_h5(
