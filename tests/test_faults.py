@@ -268,6 +268,7 @@ def test_data_build_killed_leaves_no_output_and_rerun_succeeds(tmp_path, sample_
 PLAIN_WRITES_ALLOWED = {
     ("hfgal/data/cache.py", "uint8_cache"): "a memmap filled in a temporary file, renamed when complete",
     ("hfgal/data/save.py", "save_gz10"): "inside atomic_output_dir's staging folder, renamed whole",
+    ("hfgal/data/build.py", "encode_png"): "PNG bytes into an in-memory buffer, no file",
     ("hfgal/study/report.py", "write_report_files"): "inside atomic_output_dir's staging folder, renamed whole",
     ("hfgal/study/report.py", "plot_accuracy_vs"): "called with paths in the report's staging folder",
     ("hfgal/study/publish.py", "stage_study"): "a temporary push staging folder, deleted after the upload",

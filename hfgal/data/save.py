@@ -1,9 +1,14 @@
 """A GZ10 `DatasetDict` as a folder: `save_to_disk` files, `split_info.json` and the dataset card, written whole
-(built aside, renamed at the end) by one writer at a time. The library side of `hfgal data build | synthetic`."""
+(built aside, renamed at the end) by one writer at a time. The library side of `hfgal data build | synthetic`.
+
+A build writes each split's Arrow shards once, in the staging cache beside the output; saving renames them into
+`save_to_disk`'s layout instead of copying every PNG a second time through memory (2+ GB for GZ10).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -11,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import HfgalError
-from ..io import atomic_output_dir, atomic_write_json, output_lock
+from ..io import atomic_output_dir, atomic_write_json, atomic_write_text, output_lock
 from .split import SPLIT_INFO_FILE, describe_splits
 
 if TYPE_CHECKING:
@@ -27,20 +32,61 @@ def save_gz10(
     split_info: dict | None = None,
     repo_id: str | None = None,
     overwrite: bool = False,
+    move_from: str | os.PathLike | None = None,
 ) -> Path:
     """Write `dsd` with `save_to_disk`, its `split_info.json` and its dataset card (README.md) into `out`.
 
     The folder is built in a temporary sibling and renamed at the end: a crash leaves no partial `out`.
+
+    Args:
+        move_from: a staging folder whose Arrow files may be moved: a split made of exactly such files (as
+            `build_gz10` writes them) is saved by renaming them, not by copying its rows.
     """
+    from datasets import config
+
     from .card import render_dataset_card
 
     info = split_info or getattr(dsd, "split_info", None) or describe_splits(dsd)
     out = Path(out)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        dsd.save_to_disk(str(tmp))
+        for name, ds in dsd.items():
+            if not (move_from and _move_split(ds, tmp / name, Path(move_from))):
+                ds.save_to_disk(str(tmp / name))
+        atomic_write_text(tmp / config.DATASETDICT_JSON_FILENAME, json.dumps({"splits": list(dsd)}))
         atomic_write_json(tmp / SPLIT_INFO_FILE, info)
         render_dataset_card(info, repo_id=repo_id).save(tmp / CARD_FILE)
     return out
+
+
+def _move_split(ds, folder: Path, staging: Path) -> bool:
+    """Save `ds` into `folder` as `Dataset.save_to_disk` lays it out, by renaming its Arrow files; True if done.
+
+    Only a split that is exactly its Arrow files (no indices mapping, no change since they were written) lying in
+    `staging` qualifies; anything else is left untouched (False) for `save_to_disk`. `state.json` holds what
+    `save_to_disk` writes, `dataset_info.json` comes from `DatasetInfo.write_to_directory`; `tests/test_data.py`
+    checks that `load_from_disk` reads the folder back as it reads `save_to_disk`'s.
+    """
+    from datasets import Dataset, config
+
+    files = [Path(f["filename"]).resolve() for f in ds.cache_files]
+    if ds._indices is not None or not files or not all(f.is_relative_to(staging.resolve()) for f in files):
+        return False
+    parts = [Dataset.from_file(str(f)) for f in files]
+    if sum(len(p) for p in parts) != len(ds) or any(p.features != ds.features for p in parts):
+        return False
+    folder.mkdir(parents=True)
+    names = [f"data-{k:05d}-of-{len(files):05d}.arrow" for k in range(len(files))]
+    for file, name in zip(files, names, strict=True):
+        os.replace(file, folder / name)
+    state = {key: getattr(ds, key) for key in ("_fingerprint", "_format_columns", "_format_kwargs", "_format_type")}
+    state.update(
+        _output_all_columns=ds._output_all_columns,
+        _split=str(ds.split) if ds.split is not None else None,
+        _data_files=[{"filename": name} for name in names],
+    )
+    atomic_write_text(folder / config.DATASET_STATE_JSON_FILENAME, json.dumps(state, indent=2, sort_keys=True))
+    ds.info.write_to_directory(str(folder), pretty_print=True)  # dataset_info.json
+    return True
 
 
 @contextlib.contextmanager
@@ -113,8 +159,8 @@ def build_dataset(
                 separation_arcsec=separation_arcsec,
                 cache_dir=None if found.kind == "hub" else cache_dir,
             )
-        save_gz10(dsd, out, repo_id=repo_id, overwrite=overwrite)
-    return dsd
+        save_gz10(dsd, out, repo_id=repo_id, overwrite=overwrite, move_from=cache_dir)
+    return _reload(out, dsd)
 
 
 def build_synthetic(
@@ -135,7 +181,16 @@ def build_synthetic(
         raise HfgalError(f"--n {n} is too small to split into train/validation/test; use at least 100")
     with output_lock(out, what="hfgal data synthetic"), _staging_cache(out) as cache_dir:
         dsd = gz10_synthetic(n=n, seed=seed, proportions=proportions, split_scheme=split_scheme, cache_dir=cache_dir)
-        save_gz10(dsd, out, overwrite=overwrite)
+        save_gz10(dsd, out, overwrite=overwrite, move_from=cache_dir)
+    return _reload(out, dsd)
+
+
+def _reload(out: Path, built: DatasetDict) -> DatasetDict:
+    """The folder just written, as a `DatasetDict` (the built one may point at files moved there)."""
+    from datasets import load_from_disk
+
+    dsd = load_from_disk(str(out))
+    dsd.split_info = getattr(built, "split_info", None)
     return dsd
 
 

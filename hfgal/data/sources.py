@@ -31,16 +31,22 @@ H5_KEYS = ("images", "ans", "ra", "dec", "redshift", "pxscale")
 
 
 class _H5Images:
-    """Picklable chunk reader over the `images` dataset of a Galaxy10 h5 file."""
+    """Picklable chunk reader over the `images` dataset of a Galaxy10 h5 file (opened once per process: a split's
+    rows are read a short run at a time)."""
 
     def __init__(self, path: str):
         self.path = path
+        self._file = None
+
+    def __getstate__(self):
+        return {"path": self.path, "_file": None}  # an open file is neither picklable nor part of the content
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
         import h5py
 
-        with h5py.File(self.path, "r") as f:
-            return f["images"][start:stop]
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file["images"][start:stop]
 
 
 def _read_h5_columns(path: Path) -> dict[str, np.ndarray]:
@@ -91,8 +97,9 @@ def gz10_from_h5(
     split_scheme: str | None = None,
     separation_arcsec: float | None = None,
     cache_dir: str | None = None,
-    chunk_size: int = 256,
+    chunk_size: int = 64,
     source: str | None = None,
+    num_proc: int | None = None,
 ) -> DatasetDict:
     """Read a Galaxy10_DECals.h5 file into a split `DatasetDict`, a chunk of images at a time.
 
@@ -103,6 +110,7 @@ def gz10_from_h5(
         cache_dir: where datasets writes its Arrow files.
         chunk_size: images held in memory at once (peak memory does not grow with N).
         source: how the split summary names the data (default: the path).
+        num_proc: processes reading and encoding each split (see `build_gz10`).
 
     Returns:
         `DatasetDict` with `train`, `validation`, `test` (see `build_gz10`).
@@ -126,6 +134,7 @@ def gz10_from_h5(
         source=source or str(path),
         cache_dir=cache_dir,
         chunk_size=chunk_size,
+        num_proc=num_proc,
         fingerprint=f"{path.absolute()}@{stat.st_size}:{stat.st_mtime_ns}",
     )
 
