@@ -43,16 +43,62 @@ def _shape(size: tuple[int, int] | Geometry) -> tuple[int, int]:
     return (size.size, size.size) if isinstance(size, Geometry) else (int(size[0]), int(size[1]))
 
 
+def _stream_files(ds: Dataset) -> list[str] | None:
+    """The Arrow files `ds` is exactly made of, in order (no indices mapping, no slice), or None."""
+    from datasets import Dataset
+
+    files = [f["filename"] for f in ds.cache_files]
+    if ds._indices is not None or not files:
+        return None
+    return files if sum(len(Dataset.from_file(f)) for f in files) == len(ds) else None
+
+
+def _images(ds: Dataset, files: list[str] | None, start: int, stop: int, batch: int = 64):
+    """Yield `(row, PIL images)` over rows [start, stop) of `ds`, `batch` at a time.
+
+    When `ds` is exactly its Arrow files they are read as a stream of record batches (plain reads, freed batch by
+    batch): through the memory map, every PNG byte a worker decoded would stay resident in it until it exits
+    (2+ GB for GZ10). Otherwise `ds` is read through `datasets`.
+    """
+    if files is None:
+        images = ds.select_columns(["image"])
+        for first in range(start, stop, batch):
+            yield first, images[first : min(first + batch, stop)]["image"]
+        return
+    import pyarrow as pa
+
+    feature, row = ds.features["image"], 0
+    for path in files:
+        with pa.OSFile(path) as source:
+            for record_batch in pa.ipc.open_stream(source):
+                lo, hi = max(start - row, 0), min(stop - row, record_batch.num_rows)
+                if lo < hi:
+                    cells = record_batch.column("image").slice(lo, hi - lo).to_pylist()
+                    for k in range(0, len(cells), batch):
+                        yield row + lo + k, [feature.decode_example(c) for c in cells[k : k + batch]]
+                row += record_batch.num_rows
+                if row >= stop:
+                    return
+
+
 def _fill(args: tuple) -> None:
-    """Worker: decode rows [start, stop) of a dataset into an open .npy memmap."""
-    ds, path, start, stop, size = args
-    out = np.load(path, mmap_mode="r+")
-    images = ds.select_columns(["image"])
-    for offset in range(start, stop, 64):
-        end = min(offset + 64, stop)
-        batch = images[offset:end]["image"]
-        out[offset:end] = np.stack([prepare_rgb(im, size) for im in batch])
-    out.flush()
+    """Worker: decode rows [start, stop) of a dataset into the .npy file `path` (data from byte `offset`).
+
+    Rows are written with plain positional writes, not through a memory map, so the cache's pages stay in the page
+    cache instead of this process's resident memory.
+    """
+    ds, files, path, offset, start, stop, size = args
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for first, batch in _images(ds, files, start, stop):
+            block = np.ascontiguousarray(np.stack([prepare_rgb(im, size) for im in batch]))  # (b, 3, H, W)
+            data, at = memoryview(block).cast("B"), offset + first * block[0].nbytes
+            while data:  # a positional write may be short
+                done = os.pwrite(fd, data, at)
+                data, at = data[done:], at + done
+        os.fsync(fd)  # on disk before the file is renamed into place
+    finally:
+        os.close(fd)
 
 
 def uint8_cache(
@@ -89,10 +135,17 @@ def uint8_cache(
     n = len(ds)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *_shape(size))).flush()
+        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *_shape(size)))
+        offset = header.offset
+        del header  # only the header and the file's size were wanted: rows are written by the workers
         num_proc = num_proc or max(1, min(8, os.cpu_count() or 1, n // 256))
         bounds = np.linspace(0, n, num_proc + 1, dtype=int)
-        jobs = [(ds, str(tmp), int(a), int(b), size) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        files = _stream_files(ds)
+        jobs = [
+            (ds, files, str(tmp), offset, int(a), int(b), size)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            if b > a
+        ]
         if num_proc > 1:
             import multiprocessing as mp
 
