@@ -19,6 +19,7 @@ from .tables import (
     ZOOBOT_CAVEAT,
     Group,
     collect_groups,
+    is_equivariant,
     leaderboard,
     markdown_table,
     published_comparison,
@@ -54,12 +55,13 @@ def plot_accuracy_vs(groups: list[Group], x_key: str, xlabel: str, path: Path, t
         "none": ("s", "C3", "Table 2: no pretraining"),
         "imagenet": ("^", "C1", "Table 2: ImageNet"),
         "zoobot": ("D", "C2", "Table 2: Zoobot"),
+        "equivariant": ("P", "C4", "equivariant (from scratch)"),
     }
     seen, placed = set(), []
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     for x, y, err, group in points:
-        marker, color, legend = styles[group.column]
+        marker, color, legend = styles["equivariant" if is_equivariant(group) else group.column]
         ax.errorbar(x, y, yerr=err, fmt=marker, color=color, capsize=3, label=None if legend in seen else legend)
         seen.add(legend)
         # Models at (nearly) the same spot get their labels stacked instead of printed over each other.
@@ -184,8 +186,9 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
     return {
         "study": study,
         "groups": groups,
-        "table1": table1(groups) if has[1] else None,
+        "table1": table1(groups) if any(g.entry.table == 1 and not is_equivariant(g) for g in groups) else None,
         "table2": table2(groups, study) if has[2] else None,
+        "equivariant": table1(groups, equivariant=True) if any(map(is_equivariant, groups)) else None,
         "variants": variants_table(groups),
         "published": published_comparison(groups, study),
         "leaderboard": leaderboard(groups),
@@ -227,6 +230,7 @@ def write_report_files(out_dir: Path) -> tuple[Path, dict[str, Any]]:
         for key, title in (
             ("table1", "Table 1: pretrained backbones"),
             ("table2", "Table 2: pretraining"),
+            ("equivariant", "Equivariant (from scratch)"),
             ("variants", "Variants"),
         ):
             if built[key]:
