@@ -1,5 +1,5 @@
 """`hfgal data build` at speed: each split written once by parallel processes, saved by renaming its Arrow shards,
-PNGs encoded with zlib's run-length strategy; the folder reads back exactly as a `save_to_disk` folder does."""
+PNGs written with one row filter and zlib's run-length strategy; the folder reads back as a `save_to_disk` folder."""
 
 from __future__ import annotations
 
@@ -60,18 +60,21 @@ def test_split_order_and_content_do_not_depend_on_the_process_count(gz10_h5, tmp
         ]
 
 
-def test_png_is_lossless_and_as_small_as_pillows_default(sample_dir):
+def test_png_is_lossless_and_about_as_small_as_pillows_default(sample_dir):
     sizes, default_sizes = [], []
     for row in sample_rows():
         pixels = np.asarray(Image.open(sample_dir / row["file_name"]).convert("RGB"))
         encoded = encode_png(pixels)
         assert encoded["bytes"].startswith(b"\x89PNG") and encoded["path"] is None
+        Image.open(io.BytesIO(encoded["bytes"])).verify()  # chunk layout and CRCs
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded["bytes"]))), pixels)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG")
         sizes.append(len(encoded["bytes"]))
         default_sizes.append(buffer.tell())
-    assert sum(sizes) < 1.05 * sum(default_sizes)  # real cutouts: within 5 % of Pillow's default level
+    assert sum(sizes) < 1.07 * sum(default_sizes)  # real cutouts: +5 % over Pillow's default (measured)
+    gray = np.arange(35 * 17, dtype=np.uint8).reshape(35, 17)  # other layouts: Pillow's encoder
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(gray)["bytes"]))), gray)
 
 
 def _undecoded():
