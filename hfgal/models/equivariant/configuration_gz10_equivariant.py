@@ -47,6 +47,8 @@ class GZ10EquivariantConfig(PretrainedConfig):
         stem_stride: 1, or 2 to downsample right after the lifting convolution (the published GCNNs do).
         hidden_sizes: fields of each stage (every stage but the first starts by halving the resolution).
         depths: group convolutions per stage.
+        pool_blur_sigma: standard deviation (pixels) of the Gaussian blur before each downsampling (antialiasing,
+            which keeps the network close to equivariant to rotations between the 90-degree ones); 0 disables it.
         group_pooling: `max` or `mean` over the group axis after global spatial averaging.
         input_mask: multiply the input by a disc (soft edge) so the image corners, which rotate out of the frame,
             carry no signal.
@@ -68,6 +70,7 @@ class GZ10EquivariantConfig(PretrainedConfig):
         stem_stride: int = 1,
         hidden_sizes: list[int] | None = None,
         depths: list[int] | None = None,
+        pool_blur_sigma: float = 0.66,
         group_pooling: str = "max",
         input_mask: bool = True,
         dropout: float = 0.0,
@@ -93,6 +96,8 @@ class GZ10EquivariantConfig(PretrainedConfig):
             raise ValueError(f"free kernels rotate exactly only by multiples of 90 degrees; {group} needs steerable")
         if group_pooling not in ("max", "mean"):
             raise ValueError(f"group_pooling {group_pooling!r} must be max or mean")
+        if pool_blur_sigma < 0:
+            raise ValueError(f"pool_blur_sigma {pool_blur_sigma} must be >= 0")
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride {stem_stride} must be 1 or 2")
         self.group = f"{'D' if reflections else 'C'}{order}"
@@ -105,6 +110,7 @@ class GZ10EquivariantConfig(PretrainedConfig):
         self.stem_stride = stem_stride
         self.hidden_sizes = hidden_sizes
         self.depths = depths
+        self.pool_blur_sigma = pool_blur_sigma
         self.group_pooling = group_pooling
         self.input_mask = input_mask
         self.dropout = dropout

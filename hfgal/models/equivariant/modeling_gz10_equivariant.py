@@ -176,11 +176,28 @@ class GroupConvLayer(nn.Module):
         return F.relu(self.norm(self.conv(x, stride)))
 
 
-def halve(x: torch.Tensor) -> torch.Tensor:
-    """Average-pool to half size with windows placed symmetrically about the centre, so 90-degree rotations and
-    flips of the input commute with the pooling (2x2 windows on an even side, 3x3 stride 2 on an odd side)."""
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Isotropic Gaussian blur of every channel (separable, radius 2 sigma rounded up, zero padding)."""
+    radius = max(1, math.ceil(2 * sigma))
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
+    taps = torch.exp(-(taps**2) / (2 * sigma**2))
+    taps = (taps / taps.sum()).to(x.dtype)
+    channels = x.shape[1]
+    x = F.conv2d(x, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), padding=(radius, 0), groups=channels)
+    return F.conv2d(x, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), padding=(0, radius), groups=channels)
+
+
+def halve(x: torch.Tensor, blur_sigma: float = 0.0) -> torch.Tensor:
+    """Downsample by 2 with windows placed symmetrically about the centre, so 90-degree rotations and flips of the
+    input commute with it (2x2 averages on an even side, every other pixel on an odd one). A Gaussian blur first
+    (antialiasing, isotropic) makes it nearly commute with the other rotations as well; without it, the odd side
+    takes 3x3 averages."""
+    if blur_sigma > 0:
+        x = gaussian_blur(x, blur_sigma)
     if x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
         return F.avg_pool2d(x, 2)
+    if blur_sigma > 0:
+        return x[..., ::2, ::2]
     return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
 
 
@@ -283,10 +300,10 @@ class GZ10EquivariantModel(GZ10EquivariantPreTrainedModel):
             x = self.stem(x, stride=2)
         else:
             x = self.stem(x)
-            x = halve(x) if config.stem_stride == 2 else x
+            x = halve(x, config.pool_blur_sigma) if config.stem_stride == 2 else x
         hidden_states = [x]
         for index, stage in enumerate(self.stages):
-            x = halve(x) if index > 0 else x  # like ConvNeXt, the first stage keeps the stem's resolution
+            x = halve(x, config.pool_blur_sigma) if index > 0 else x  # like ConvNeXt, stage 0 keeps the stem's size
             for layer in stage:
                 x = layer(x)
             hidden_states.append(x)

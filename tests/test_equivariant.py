@@ -1,0 +1,427 @@
+"""The rotation-equivariant GCNN (`gz10_equivariant`): invariance, registration, the recipe, and loading without hfgal.
+
+Invariance is checked where it is exact (the 8 D4 views: pixel-grid rotations by 90 degrees and flips) and measured
+where it is approximate (arbitrary rotations of C8/D8/D16 models). Loading without hfgal runs in a separate Python
+whose import system refuses `hfgal`, on a copy of a saved folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hfgal.data.augment import dihedral_view
+from hfgal.errors import HfgalError
+from hfgal.models.adapt import freeze_backbone, freeze_unused_parameters, layer_groups
+from hfgal.models.equivariant import AUTO_MAP, CODE_FILES, MODEL_TYPE, NAMED_CONFIGS, write_remote_code
+from hfgal.models.equivariant.invariance import rotation_invariance
+from hfgal.models.loading import load_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = REPO_ROOT / "tests" / "data" / "gz10-sample"
+# A shrunk gcnn-d4-tiny: 2 + 4 + 8 fields, fast enough for unit tests.
+SMALL = {"stem_size": 2, "hidden_sizes": [4, 8], "depths": [1, 1]}
+
+
+def small_model(group: str = "D4", **overrides):
+    torch.manual_seed(0)
+    return load_model("gcnn-d4-tiny", init="scratch", config_overrides={**SMALL, "group": group, **overrides}).model
+
+
+def view_logits(model, x: torch.Tensor) -> torch.Tensor:
+    """Logits of the 8 D4 views of a batch, `(8, B, classes)`."""
+    model.eval()
+    with torch.no_grad():
+        return torch.stack([model(pixel_values=dihedral_view(x, k)).logits for k in range(8)])
+
+
+def train_steps(model, steps: int = 5, size: int = 33) -> None:
+    """A few AdamW steps on random images and labels, batch norm in training mode."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(8, 3, size, size, generator=generator)
+        labels = torch.randint(0, 10, (8,), generator=generator)
+        model(pixel_values=x, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+# --------------------------------------------------------------------------- exact D4 invariance
+
+
+@pytest.mark.parametrize("group", ["D4", "D8", pytest.param("D16", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("size", [32, 33])
+def test_logits_of_the_8_d4_views_agree_at_init_and_after_training(group, size):
+    model = small_model(group)
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    for stage in ("random init", "trained"):
+        logits = view_logits(model, x)
+        scale = logits[0].abs().max()
+        assert scale > 1e-3, stage  # the logits are not trivially constant
+        assert (logits - logits[0]).abs().max() <= 1e-5 * max(1.0, float(scale)), (group, size, stage)
+        # ...while the classes do get different logits: invariance is not the model ignoring its input.
+        assert logits[0].std(dim=-1).min() > 1e-4
+        train_steps(model, size=size)
+    assert not torch.equal(view_logits(model, x)[0], logits[0])  # training changed the model
+
+
+def test_cyclic_groups_are_invariant_to_rotations_only_and_c1_to_nothing():
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    c4 = view_logits(small_model("C4"), x)
+    assert (c4[:4] - c4[0]).abs().max() < 1e-6  # the 4 rotations
+    assert (c4[4:] - c4[0]).abs().max() > 1e-4  # mirror images are different galaxies to a C4 model
+    c1 = view_logits(small_model("C1"), x)  # the same architecture without symmetry: a plain CNN
+    assert (c1[1:] - c1[0]).abs().amax(dim=(1, 2)).min() > 1e-4
+
+
+def test_input_layout_and_dtype_do_not_change_the_logits():
+    model = small_model("D8").eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(pixel_values=x).logits
+        channels_last = model(pixel_values=x.contiguous(memory_format=torch.channels_last)).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(pixel_values=x).logits.float()
+    torch.testing.assert_close(channels_last, ref, rtol=1e-4, atol=1e-5)
+    assert (bf16 - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
+
+
+# --------------------------------------------------------------------------- finer groups: measured, not exact
+
+
+@pytest.mark.slow
+def test_finer_groups_measured_invariance_to_arbitrary_rotations(galaxies, capsys):
+    """Measure (and print) how far arbitrary rotations move the logits; the finer the group, the smaller."""
+    angles = [15.0, 30.0, 45.0, 60.0, 90.0]
+    errors = {}
+    for group in ("C1", "D4", "D8", "D16"):
+        model = small_model(group)
+        measured = rotation_invariance(model, galaxies, angles, size=48, mean=(0.5,) * 3, std=(0.25,) * 3)
+        errors[group] = {m.degrees: m.relative_change for m in measured}
+        with capsys.disabled():
+            print(f"\n{group} relative logit change:", {a: round(e, 4) for a, e in errors[group].items()})
+    for group in ("D4", "D8", "D16"):
+        assert errors[group][90.0] < 1e-3  # 90 degrees: exact up to the interpolation of the rotation itself
+    off_grid = [15.0, 30.0, 45.0, 60.0]
+    mean = {g: sum(errors[g][a] for a in off_grid) / len(off_grid) for g in errors}
+    assert mean["D16"] < mean["D4"] < mean["C1"]
+    assert mean["D8"] < mean["D4"]
+    assert errors["D8"][45.0] < errors["D4"][45.0]  # 45 degrees is an element of D8
+
+
+@pytest.fixture(scope="module")
+def galaxies() -> torch.Tensor:
+    """Twelve synthetic galaxies at full resolution, `(12, 3, 256, 256)` uint8."""
+    from hfgal.data.synthetic import synthetic_catalog, synthetic_images
+
+    catalog = synthetic_catalog(60, seed=7, proportions="balanced")
+    return torch.from_numpy(synthetic_images(0, 12, catalog["label"], seed=7)).permute(0, 3, 1, 2).contiguous()
+
+
+# --------------------------------------------------------------------------- named configs and hfgal integration
+
+
+def test_named_configs_build_and_bad_overrides_are_one_line_errors():
+    sizes = {}
+    for name in NAMED_CONFIGS:
+        loaded = load_model(name, init="scratch")
+        config = loaded.model.config
+        assert loaded.model_type == MODEL_TYPE and loaded.init == "scratch"
+        assert loaded.image_size == (config.image_size, config.image_size)
+        assert config.num_labels == 10 and config.id2label[5] == "Barred Spiral"
+        sizes[name] = sum(p.numel() for p in loaded.model.parameters())
+    assert sizes["gcnn-d4-tiny"] < sizes["gcnn-d8-small"] < sizes["gcnn-d16-base"]
+    assert sizes["gcnn-d4-tiny"] < 300_000  # trains on a 2-core CPU in minutes
+    base = load_model("gcnn-d16-base", init="scratch").model.config
+    # The published D16 GCNN: 3x3 kernels, D16 regular fields from 12 to 192, 255 px images.
+    assert (base.group, base.kernel_size, base.image_size, base.stem_size, base.hidden_sizes[-1]) == (
+        "D16",
+        3,
+        255,
+        12,
+        192,
+    )
+    assert 10e6 < sizes["gcnn-d16-base"] < 20e6
+    for overrides, fragment in (
+        ({"group": "E7"}, "group 'E7' is not valid"),
+        ({"group": "D8", "filter_basis": "free"}, "needs steerable"),
+        ({"hidden_sizes": [4, 8], "depths": [1]}, "equal length"),
+        ({"kernel_size": 4}, "must be odd"),
+    ):
+        with pytest.raises(HfgalError, match=fragment):
+            load_model("gcnn-d4-tiny", init="scratch", config_overrides=overrides)
+
+
+def test_fine_tuning_helpers_see_an_ordinary_model():
+    model = small_model("D4")
+    assert freeze_unused_parameters(model, (33, 33)) == []  # DDP needs no search for unused parameters
+    groups = layer_groups(model)
+    assert len(groups) >= 3 and any("classifier" in n for n in groups[-1])
+    trainable = freeze_backbone(model)
+    assert trainable == sum(p.numel() for p in model.classifier.parameters())
+
+
+def test_save_and_load_round_trip_with_remote_code_off(tmp_path):
+    model = small_model("D16")
+    train_steps(model, steps=2, size=32)  # batch-norm statistics and weights away from their init
+    model.eval()
+    model.save_pretrained(tmp_path)
+    written = write_remote_code(tmp_path)
+    assert written == list(CODE_FILES)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == MODEL_TYPE and config["auto_map"] == AUTO_MAP
+    for name in CODE_FILES:
+        packaged = REPO_ROOT / "hfgal" / "models" / "equivariant" / name
+        assert (tmp_path / name).read_text() == packaged.read_text()
+    # hfgal loads its own registered class, with trust_remote_code off.
+    loaded = load_model(str(tmp_path), init="pretrained", trust_remote_code=False).model.eval()
+    assert type(loaded).__module__ == "hfgal.models.equivariant.modeling_gz10_equivariant"
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=x).logits, model(pixel_values=x).logits)
+    # Other model folders are left alone.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "convnextv2"}))
+    assert write_remote_code(other) == [] and sorted(p.name for p in other.iterdir()) == ["config.json"]
+
+
+@pytest.mark.slow
+def test_import_hfgal_registers_the_model_type_without_importing_torch():
+    code = textwrap.dedent(
+        """
+        import sys
+        import hfgal
+        assert "torch" not in sys.modules and "transformers" not in sys.modules, "import hfgal imported torch"
+        from transformers import AutoConfig, AutoModelForImageClassification, pipeline
+        config = AutoConfig.for_model("gz10_equivariant", group="D4", hidden_sizes=[4], depths=[1], num_labels=10)
+        model = AutoModelForImageClassification.from_config(config)
+        print(type(model).__name__)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "GZ10EquivariantForImageClassification"
+
+
+# --------------------------------------------------------------------------- the recipe, the pipeline, the Hub
+
+
+def recipe_args(out: Path, max_steps: int, **extra) -> list[str]:
+    args = {
+        "model": "gcnn-d4-tiny",
+        "init": "scratch",
+        "dataset": "synthetic:2000",
+        "max_train_samples": "128",
+        "image_size": "33",
+        "output_dir": str(out),
+        "max_steps": str(max_steps),
+        "eval_strategy": "steps",
+        "save_strategy": "steps",
+        "eval_steps": "2",
+        "save_steps": "2",
+        "logging_steps": "1",
+        "per_device_train_batch_size": "16",
+        "per_device_eval_batch_size": "128",
+        "learning_rate": "0.003",
+        "use_cpu": "true",
+        "dataloader_num_workers": "0",
+        "disable_tqdm": "true",
+        "report_to": "none",
+        **extra,
+    }
+    return [item for key, value in args.items() for item in (f"--{key}", str(value))]
+
+
+@pytest.fixture(scope="module")
+def equivariant_run(tmp_path_factory, image_cache) -> Path:
+    """The issue's check, in miniature: the smallest named config trained by the recipe on synthetic:2000, resumed."""
+    from fixtures.finetune import run_finetune_main
+
+    out = tmp_path_factory.mktemp("equivariant") / "gcnn-d4-tiny"
+    assert run_finetune_main(recipe_args(out, max_steps=2)) == 0
+    # Relaunched with more steps, it resumes from its last checkpoint (the finished run is trained further).
+    assert run_finetune_main(recipe_args(out, 4, resume_from_checkpoint="true", overwrite_output_dir="true")) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_recipe_trains_evaluates_cards_and_the_folder_serves_a_pipeline(equivariant_run):
+    from transformers import pipeline
+
+    from hfgal.inference import load_classifier
+    from hfgal.train.results import read_results
+
+    record = read_results(equivariant_run)
+    assert record is not None and record.model == "gcnn-d4-tiny" and record.model_type == MODEL_TYPE
+    assert record.init == "scratch" and record.global_step == 4 and record.image_size == 33
+    assert 0.0 <= record.test.accuracy <= 1.0 and len(record.test.confusion_matrix) == 10
+    card = (equivariant_run / "README.md").read_text()
+    assert "gcnn-d4-tiny" in card
+    config = json.loads((equivariant_run / "config.json").read_text())
+    assert config["auto_map"] == AUTO_MAP and all((equivariant_run / n).is_file() for n in CODE_FILES)
+
+    image = str(SAMPLE / "5_0.png")
+    classifier = pipeline("image-classification", model=str(equivariant_run), top_k=10)
+    predictions = classifier(image)
+    assert len(predictions) == 10 and abs(sum(p["score"] for p in predictions) - 1) < 1e-4
+    assert {p["label"] for p in predictions} == set(config["id2label"].values())
+    assert type(classifier.model).__module__.startswith("hfgal.")  # hfgal's class, no remote code run
+    # hfgal's own classifier agrees with the pipeline, and TTA changes nothing for an exactly D4-invariant model.
+    clf = load_classifier(str(equivariant_run))
+    plain, tta = clf.predict_proba([image]), clf.predict_proba([image], tta=True)
+    assert abs(float(plain.max()) - max(p["score"] for p in predictions)) < 1e-3
+    assert abs(plain - tta).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_saved_run_loads_with_remote_code_where_hfgal_is_not_importable(equivariant_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(shutil.copytree(equivariant_run, tmp_path / "gz10-gcnn", ignore=shutil.ignore_patterns("check*")))
+    pixels = np.asarray(Image.open(SAMPLE / "2_0.png").convert("RGB").resize((33, 33)), dtype=np.float32) / 255
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+    model = load_model(str(folder)).model.eval()
+    with torch.no_grad():
+        expected = model(pixel_values=x).logits
+    torch.save({"x": x, "logits": expected}, tmp_path / "reference.pt")
+    code = textwrap.dedent(
+        f"""
+        import sys
+
+        class NoHfgal:  # a Python where hfgal is not installed
+            def find_spec(self, name, path=None, target=None):
+                if name == "hfgal" or name.startswith("hfgal."):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+        sys.meta_path.insert(0, NoHfgal())
+        try:
+            import hfgal
+        except ModuleNotFoundError:
+            pass
+        else:
+            raise SystemExit("hfgal is importable")
+        import torch
+        from transformers import AutoModelForImageClassification, pipeline
+
+        folder = {str(folder)!r}
+        model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        reference = torch.load({str(tmp_path / "reference.pt")!r})
+        with torch.no_grad():
+            difference = (model(pixel_values=reference["x"]).logits - reference["logits"]).abs().max().item()
+        labels = pipeline("image-classification", model=folder, trust_remote_code=True)({str(SAMPLE / "2_0.png")!r})
+        assert not [m for m in sys.modules if m.startswith("hfgal")]
+        print(type(model).__module__, difference, labels[0]["label"], sep="|")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")  # where transformers puts the repo's code
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    module, difference, label = done.stdout.strip().splitlines()[-1].split("|")
+    assert module.startswith("transformers_modules.") and module.endswith("modeling_gz10_equivariant")
+    assert float(difference) < 1e-5
+    assert label in json.loads((folder / "config.json").read_text())["id2label"].values()
+
+
+def test_push_run_uploads_the_modelling_code(tmp_path, monkeypatch):
+    """A pushed equivariant run carries its code, so the Hub repo loads with trust_remote_code=True without hfgal."""
+    from huggingface_hub import HfApi
+
+    from hfgal.hub.push import push_run
+
+    run = tmp_path / "run"
+    model = small_model("D4")
+    model.save_pretrained(run)
+    write_remote_code(run)
+    make_finished(run)
+    uploads = []
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        uploads.append(sorted(p.name for p in folder.iterdir()))
+        return SimpleNamespace(commit_url="https://huggingface.co/astro-user/gz10-gcnn/commit/0")
+
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_equivariant")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id))
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    push_run(run, "astro-user/gz10-gcnn")
+    assert len(uploads) == 1 and set(CODE_FILES) <= set(uploads[0])
+    assert {"config.json", "model.safetensors", "README.md", "results.json"} <= set(uploads[0])
+
+
+def make_finished(run: Path) -> None:
+    """Give a saved model folder the results.json, config.yaml and processor a finished recipe run has."""
+    from transformers import ViTImageProcessor
+
+    from fixtures.runs import make_run_dir
+
+    template = make_run_dir(run.parent / "template")
+    for name in ("results.json", "config.yaml", "confusion_matrix.png"):
+        shutil.copy(template / name, run / name)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(run)
+
+
+# --------------------------------------------------------------------------- the study
+
+
+@pytest.mark.slow
+def test_study_yaml_plans_the_gcnn_rows_and_the_report_gives_them_their_own_group(tmp_path):
+    from fixtures.runs import fake_predictions, make_results
+    from hfgal.study.plan import load_study
+    from hfgal.study.report import build_report, write_report
+    from hfgal.study.runner import run_study
+    from hfgal.train.metrics import compute_gz10_metrics
+
+    study = load_study(REPO_ROOT / "recipes" / "study" / "equivariant.yaml")
+    assert study.protocol.name == "honest" and study.dataset == "zenodo" and study.seeds == (0, 1, 2)
+    assert {r.model for r in study.runs} == {"gcnn-d16-base"} and all(r.init == "scratch" for r in study.runs)
+    groups = {r.entry: (r.model_config_overrides or {}).get("group", "D16") for r in study.runs}
+    assert groups == {"gcnn-d16": "D16", "gcnn-d8": "D8", "gcnn-d4": "D4", "gcnn-c1-cnn": "C1"}
+    run = study.runs[0].args
+    assert (run["image_size"], run["learning_rate"], run["num_train_epochs"]) == ("255", 1e-2, 100)
+
+    # A study with one foundation-model row and the equivariant rows, finished runs made up: the GCNNs get their
+    # own table and plot group, and are not in Table 1.
+    mini = {
+        "name": "mix",
+        "dataset": "synthetic:60",
+        "seeds": [0, 1],
+        "runs": [
+            {"name": "convnextv2-nano", "table": 1, "model": "facebook/convnextv2-nano-22k-224"},
+            {"name": "gcnn-d16", "table": 1, "model": "gcnn-d16-base", "init": "scratch"},
+        ],
+    }
+    config = tmp_path / "mix.yaml"
+    config.write_text(json.dumps(mini))
+    out = tmp_path / "study"
+    recipe = REPO_ROOT / "recipes" / "finetune.py"
+    run_study(config, out, recipe=recipe, launcher="python", emit_commands=tmp_path / "commands.txt")
+    for i, planned in enumerate(load_study(out).runs):
+        gcnn = planned.entry == "gcnn-d16"
+        results = make_results(model=planned.model, model_type=MODEL_TYPE if gcnn else "convnextv2")
+        results["test"] = compute_gz10_metrics(*fake_predictions(300, 0.9 if gcnn else 0.8, seed=i), seed=0)
+        results.update(seed=planned.seed, params_total=14_878_602 if gcnn else 15_011_210)
+        planned.run_dir(out).mkdir(parents=True, exist_ok=True)
+        (planned.run_dir(out) / "results.json").write_text(json.dumps(results))
+    built = build_report(out)
+    assert "gcnn-d16" not in built["table1"][0] and "convnextv2-nano" in built["table1"][0]
+    assert "gcnn-d16" in built["equivariant"][0] and "convnextv2-nano" not in built["equivariant"][0]
+    assert "95.52" in built["equivariant"][0]
+    report = write_report(out).read_text()
+    assert "## Equivariant (from scratch)" in report
+    assert (out / "report" / "equivariant.csv").is_file() and (out / "report" / "accuracy_vs_params.png").is_file()
