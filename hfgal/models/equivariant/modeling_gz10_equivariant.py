@@ -123,8 +123,7 @@ class GroupConv2d(nn.Module):
 
     def __init__(self, config: GZ10EquivariantConfig, in_channels: int, out_fields: int, lifting: bool):
         super().__init__()
-        self.config_group, self.kernel_size = config.group, config.kernel_size
-        self.group_order, self.lifting = config.group_order, lifting
+        self.kernel_size, self.group_order, self.lifting = config.kernel_size, config.group_order, lifting
         basis = kernel_basis(config).float()
         self.register_buffer("basis", basis, persistent=False)  # (G, B, k*k)
         self.register_buffer("inverse_products", inverse_products(group_matrices(config.group)), persistent=False)
