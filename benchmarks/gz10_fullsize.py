@@ -8,7 +8,7 @@ It first writes (once per work dir) a Galaxy10 DECaLS-schema h5 of the full size
 (N, 256, 256, 3), `ans`, `ra`, `dec`, `redshift`, `pxscale`. The coordinates are the real ones of all 17,736 GZ10
 galaxies (`tests/data/galaxy10_coord.csv.gz`, with their duplicates and close pairs); labels follow the real class
 counts; the pixels are hfgal's synthetic galaxies (sky noise included, so PNGs weigh what real cutouts do,
-~125 KB). Then, each as its own process tree, watched for peak memory every 0.1 s:
+~125 KB). Then, each as its own process tree, watched for peak memory every 0.5 s:
   build       `hfgal data build --h5 H5 --out DIR` (the CLI command, as a subprocess);
   cache       the uint8 cache at 224 px of every split of DIR (`hfgal.data.cache.cached_splits`), from scratch;
   finetune    (with --finetune-epochs) `accelerate launch --num_processes 1 recipes/finetune.py` on DIR: the small
@@ -102,7 +102,7 @@ def write_h5(path: Path, rows: int | None, compression: str) -> Path:
 class TreeMemory:
     """Peak RSS and PSS summed over a process and its descendants, sampled every `interval` seconds."""
 
-    def __init__(self, pid: int, interval: float = 0.1):
+    def __init__(self, pid: int, interval: float = 0.5):
         self.pid, self.interval = pid, interval
         self.peak_rss = self.peak_pss = self.peak_process = 0
         self._stop = threading.Event()
