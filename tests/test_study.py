@@ -42,7 +42,7 @@ TABLE1_IDS = [
     "timm/vgg16.tv_in1k",
 ]
 TABLE2_IDS = [
-    "timm/maxvit_base_tf_224.in1k",
+    "timm/maxvit_rmlp_base_rw_224.sw_in12k_ft_in1k",
     "timm/convnext_nano.in12k_ft_in1k",
     "timm/efficientnet_b0.ra_in1k",
     "mwalmsley/zoobot-encoder-convnext_nano",

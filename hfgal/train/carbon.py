@@ -253,7 +253,8 @@ class CarbonCallback(TrainerCallback):
         booked = CarbonPhase()
         if active.tracker is not None:
             try:
-                active.tracker.flush()  # public: measures the power since the last sample
+                # codecarbon's public flush() skips a sample younger than 50 ms; a checkpoint books up to now.
+                active.tracker._measure_power_and_energy()
                 # codecarbon offers no public call for the totals with energy; this one has been stable since 2.x.
                 booked = self._booked(active.tracker._prepare_emissions_data())
             except Exception as err:  # a measurement must never end a training run
