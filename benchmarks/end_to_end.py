@@ -184,6 +184,7 @@ def in_process(args, data: Path, work: Path) -> dict | None:
     cmd += ["--rounds", str(args.in_process_rounds), "--workers", str(args.workers), "--dataset", str(data)]
     cmd += ["--modes", "model_only,hfgal,baseline", "--work-dir", str(work / "throughput")]
     cmd += ["--dtype", "bf16"] if args.bf16 else []
+    cmd += ["--threads", str(args.threads)] if args.threads else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work))
     if proc.returncode != 0:
         raise SystemExit(f"end_to_end.py: error: throughput.py failed: {proc.stderr.strip().splitlines()[-1:]}")

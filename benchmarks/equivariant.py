@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("mode", choices=("accuracy", "speed", "invariance"))
     parser.add_argument("--models", nargs="+", default=["gcnn-d4-tiny", "convnextv2-0.21M"], choices=list(CONTENDERS))
     parser.add_argument("--sizes", nargs="+", type=int, default=[500, 1000, 2000], help="training images")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (accuracy), 0 (invariance)")
     parser.add_argument("--steps", type=int, default=250, help="optimizer steps per run (accuracy)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -163,11 +163,15 @@ def run_accuracy(args) -> dict:
     rows = []
     for model in args.models:
         for size in args.sizes:
-            for seed in args.seeds:
+            for seed in args.seeds or [0, 1, 2]:
                 out = work / model / f"n{size}-seed{seed}"
                 start = time.perf_counter()
-                recipe.main(*parse_recipe_args(recipe_argv(args, model, size, seed, out)))
                 record = read_results(out)
+                if record is None:  # a finished run is reused; an unfinished one resumes
+                    argv = recipe_argv(args, model, size, seed, out)
+                    argv += ["--resume_from_checkpoint", "true"] if any(out.glob("checkpoint-*")) else []
+                    recipe.main(*parse_recipe_args(argv))
+                    record = read_results(out)
                 classifier = load_classifier(str(out))
                 predicted = classifier.predict_proba([str(p) for p in paths]).argmax(-1)
                 real = int(sum(int(p) == t for p, t in zip(predicted, labels, strict=True)))
@@ -290,7 +294,7 @@ def synthetic_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images.contiguous(), torch.as_tensor(catalog["label"], dtype=torch.long)
 
 
-def train_briefly(model, images, labels, steps: int, size: int, mean, std, device, bf16: bool) -> None:
+def train_briefly(model, images, labels, steps: int, size: int, mean, std, device, bf16: bool, seed: int) -> None:
     """AdamW 2e-3, weight decay 0.05, cosine, batch 64, label smoothing 0.1, hfgal's D4 + affine augmentation."""
     import torch.nn.functional as F
 
@@ -300,7 +304,7 @@ def train_briefly(model, images, labels, steps: int, size: int, mean, std, devic
     small, labels = small.to(device), labels.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    generator = torch.Generator(device="cpu").manual_seed(0)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     model.train()
     for _ in range(steps):
         index = torch.randint(0, len(small), (64,), generator=generator).to(device)
@@ -329,6 +333,8 @@ def accuracy_on(model, images, labels, size, mean, std, device) -> float:
 def run_invariance(args) -> dict:
     from hfgal.models.equivariant.invariance import rotation_invariance
 
+    seeds = args.seeds or [0]
+
     device = torch.device(args.device)
     _, sample_labels, sample = sample_images()
     sample_labels = torch.tensor(sample_labels)
@@ -343,15 +349,16 @@ def run_invariance(args) -> dict:
     rows = []
     contenders = [(f"gcnn {g}", "gcnn-d4-tiny", {"group": g}) for g in GROUPS]
     contenders.append(("convnextv2-0.21M", "convnextv2-0.21M", {"drop_path_rate": 0.0}))
-    for label, name, overrides in contenders:
-        torch.manual_seed(0)
+    for seed, (label, name, overrides) in ((s, c) for s in seeds for c in contenders):
+        torch.manual_seed(seed)
         loaded = build(name, overrides, args.image_size)
         model = loaded.model.to(device)
         size, mean, std = args.image_size, loaded.mean, loaded.std
-        row = {"model": label, "params": sum(p.numel() for p in model.parameters())}
+        row = {"model": label, "seed": seed, "params": sum(p.numel() for p in model.parameters())}
         if args.train_steps:
             start = time.perf_counter()
-            train_briefly(model, train_images, train_labels, args.train_steps, size, mean, std, device, args.bf16)
+            steps = args.train_steps
+            train_briefly(model, train_images, train_labels, steps, size, mean, std, device, args.bf16, seed)
             row["train_seconds"] = round(time.perf_counter() - start, 1)
             row["held_out_synthetic_accuracy"] = accuracy_on(model, held_out, held_out_labels, size, mean, std, device)
             row["real_sample_accuracy"] = accuracy_on(model, sample, sample_labels, size, mean, std, device)
@@ -366,7 +373,7 @@ def run_invariance(args) -> dict:
             else ""
         )
         changes = " ".join(f"{a:g}°:{c:.3f}/{row['agreement'][a]:.2f}" for a, c in row["relative_change"].items())
-        print(f"{label:>18} ({row['params'] / 1e6:.3f} M): {changes}{extra}", flush=True)
+        print(f"{label:>18} ({row['params'] / 1e6:.3f} M) seed {seed}: {changes}{extra}", flush=True)
     return {"mode": "invariance", "train_steps": args.train_steps, "image_size": args.image_size, "rows": rows}
 
 
