@@ -360,5 +360,9 @@ def test_two_runs_started_together_each_book_half_the_machine(tmp_path):
 
     alone_mode = together(concurrency=1)  # each books the whole machine, as before: the machine counted twice
     shared = together(concurrency=2)  # process-level tracking: each its share
+    # Each about half (codecarbon estimates a process's share from CPU-time samples every 0.5 s: measured 0.46-0.51
+    # of the machine-mode figure on an idle 2-core VM, 0.57 and 0.70 once in CI); together clearly less than the
+    # machine counted twice (2.0).
     for share in shared:
-        assert 0.3 < share / statistics.fmean(alone_mode) < 0.7, (shared, alone_mode)
+        assert 0.3 < share / statistics.fmean(alone_mode) < 0.8, (shared, alone_mode)
+    assert sum(shared) / statistics.fmean(alone_mode) < 1.5, (shared, alone_mode)
