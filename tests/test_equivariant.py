@@ -220,29 +220,13 @@ def test_import_hfgal_registers_the_model_type_without_importing_torch():
 
 
 def recipe_args(out: Path, max_steps: int, **extra) -> list[str]:
-    args = {
-        "model": "gcnn-d4-tiny",
-        "init": "scratch",
-        "dataset": "synthetic:2000",
-        "max_train_samples": "128",
-        "image_size": "33",
-        "output_dir": str(out),
-        "max_steps": str(max_steps),
-        "eval_strategy": "steps",
-        "save_strategy": "steps",
-        "eval_steps": "2",
-        "save_steps": "2",
-        "logging_steps": "1",
-        "per_device_train_batch_size": "16",
-        "per_device_eval_batch_size": "128",
-        "learning_rate": "0.003",
-        "use_cpu": "true",
-        "dataloader_num_workers": "0",
-        "disable_tqdm": "true",
-        "report_to": "none",
-        **extra,
-    }
-    return [item for key, value in args.items() for item in (f"--{key}", str(value))]
+    from fixtures.finetune import finetune_args
+
+    gcnn = {"model": "gcnn-d4-tiny", "model_config_overrides": "{}", "init": "scratch", "image_size": 33}
+    return finetune_args(
+        out, "synthetic:2000", max_steps=max_steps, max_train_samples=128, per_device_eval_batch_size=128,
+        **gcnn, **extra,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
