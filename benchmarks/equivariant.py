@@ -145,8 +145,8 @@ def run_accuracy(args) -> dict:
 
     from hfgal.inference import load_classifier
     from hfgal.models.equivariant.invariance import rotation_invariance
+    from hfgal.runs import read_results
     from hfgal.train.args import parse_args as parse_recipe_args
-    from hfgal.train.results import read_results
 
     spec = importlib.util.spec_from_file_location("finetune_recipe", REPO_ROOT / "recipes" / "finetune.py")
     recipe = importlib.util.module_from_spec(spec)

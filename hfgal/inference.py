@@ -23,8 +23,8 @@ from .constants import GZ10_CLASSES
 from .data.geometry import Geometry, prepare_rgb
 from .data.imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, fits_to_rgb, load_image
 from .errors import HfgalError
-from .hub_access import is_hub_id
-from .train.results import MODEL_CONFIG_FILE, check_model_folder
+from .hub.access import is_hub_id
+from .runs import MODEL_CONFIG_FILE, check_model_folder
 
 if TYPE_CHECKING:
     import torch

@@ -183,17 +183,29 @@ def output_lock(folder: str | os.PathLike, what: str = "hfgal") -> Iterator[Path
 # --------------------------------------------------------------------------- templates
 
 
-def card_template(name: str) -> Path:
-    """Path of a card template shipped in `hub_cards/` (inside an installed wheel or a source checkout)."""
+def shipped_file(folder: str, name: str) -> Path | None:
+    """A file of a top-level folder hfgal ships inside its wheel (`hub_cards/`, `recipes/`, installed as
+    `hfgal.hub_cards`, `hfgal.recipes`), from an installed wheel or a source checkout; None when there is none.
+
+    Args:
+        folder: `hub_cards` or `recipes`.
+        name: the file's path inside that folder, e.g. `model_card.md` or `study/full.yaml`.
+    """
     from importlib import resources
 
     try:
-        path = Path(str(resources.files("hfgal.hub_cards").joinpath(name)))
+        path = Path(str(resources.files(f"hfgal.{folder}").joinpath(name)))
         if path.is_file():
             return path
-    except ModuleNotFoundError:
+    except ModuleNotFoundError:  # a source checkout on sys.path: the folder sits beside the package
         pass
-    path = Path(__file__).resolve().parent.parent / "hub_cards" / name
-    if not path.is_file():
+    path = Path(__file__).resolve().parent.parent / folder / name
+    return path if path.is_file() else None
+
+
+def card_template(name: str) -> Path:
+    """Path of a card template shipped in `hub_cards/` (inside an installed wheel or a source checkout)."""
+    path = shipped_file("hub_cards", name)
+    if path is None:
         raise HfgalError(f"card template {name} not found; reinstall hfgal")
     return path

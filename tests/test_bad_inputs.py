@@ -27,7 +27,6 @@ from fixtures.finetune import FINETUNE, REPO_ROOT, finetune_args
 from fixtures.gz10 import write_gz10_h5
 from hfgal import GZ10_CLASSES
 from hfgal.errors import run_cli
-from hfgal.train.args import parse_args
 
 STUDY = REPO_ROOT / "recipes" / "study.py"
 
@@ -308,8 +307,8 @@ def _invoke(case: Case, argv: list[str], scripts: dict, monkeypatch) -> int:
 
             main(argv)
         elif case.tool == "finetune":
-            monkeypatch.setattr(sys, "argv", [str(FINETUNE), *argv])  # argparse names itself after argv[0]
-            run_cli(lambda: scripts["finetune"].main(*parse_args(full[1:])), full, prog="finetune.py")
+            monkeypatch.setattr(sys, "argv", [str(FINETUNE), *argv])
+            scripts["finetune"].cli(full[1:], prog="finetune.py")
         else:
             monkeypatch.setattr(sys, "argv", full)
             run_cli(scripts["study"].main, prog="study.py")

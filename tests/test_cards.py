@@ -20,8 +20,7 @@ from hfgal.constants import GZ10_CLASSES, GZ10_DESCRIPTIONS
 from hfgal.data.card import render_dataset_card
 from hfgal.errors import HfgalError
 from hfgal.hub.card import render_model_card, write_model_card
-from hfgal.train.confusion import most_confused_pairs
-from hfgal.train.results import RunRecord
+from hfgal.runs import RunRecord, most_confused_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "astro-user/gz10-convnextv2-nano"

@@ -246,7 +246,7 @@ def test_recipe_trains_evaluates_cards_and_the_folder_serves_a_pipeline(equivari
     from transformers import pipeline
 
     from hfgal.inference import load_classifier
-    from hfgal.train.results import read_results
+    from hfgal.runs import read_results
 
     record = read_results(equivariant_run)
     assert record is not None and record.model == "gcnn-d4-tiny" and record.model_type == MODEL_TYPE

@@ -277,11 +277,11 @@ PLAIN_WRITES_ALLOWED = {
     ("hfgal/study/publish.py", "stage_study"): "a temporary push staging folder, deleted after the upload",
     ("hfgal/demo/space.py", "_examples_from_dataset"): "inside build_space's staging folder, renamed whole",
     ("hfgal/study/runner.py", "_launch"): "the run's append-only log, not a result",
-    ("hfgal/train/confusion.py", "plot_confusion_matrix"): "savefig into io.atomic_file",
+    ("hfgal/runs/confusion.py", "plot_confusion_matrix"): "savefig into io.atomic_file",
     ("benchmarks/montage.py", "main"): "savefig into a temporary file renamed at the end",
     ("benchmarks/resume_cost.py", "killed_after"): "the runs' append-only log in a temporary folder, not a result",
     ("benchmarks/resume_cost.py", "run"): "the runs' append-only log in a temporary folder, not a result",
-    ("recipes/finetune.py", "main"): "RunRecord.save, which writes results.json through io.atomic_write_json",
+    ("hfgal/train/finetune.py", "main"): "RunRecord.save, which writes results.json through io.atomic_write_json",
 }
 WRITE_METHODS = {"write_text", "write_bytes", "savefig", "save", "to_csv", "tofile"}
 

@@ -24,8 +24,8 @@ from huggingface_hub import HfApi, ModelCard
 
 from fixtures.runs import make_run_dir
 from hfgal.errors import HfgalError
+from hfgal.hub.access import require_token, validate_repo_id
 from hfgal.hub.push import push_run, upload_one_commit
-from hfgal.hub_access import require_token, validate_repo_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "astro-user/gz10-convnextv2-nano"

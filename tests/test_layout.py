@@ -5,22 +5,24 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from fixtures.finetune import FINETUNE, REPO_ROOT
+from fixtures.finetune import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "hfgal"
 # Each top-level module or subpackage and its place in the data flow: it may import only places with a lower or
 # equal rank (within a subpackage, modules may import each other, as long as no cycle forms).
 RANKS = {
-    "constants": 0, "errors": 0, "io": 0, "hub_access": 0,
-    "data": 1, "models": 1,
-    "train": 2,
-    "hub": 3,
-    "study": 4,
-    "inference": 5,
-    "demo": 6,
-    "cli": 7,
+    "constants": 0, "errors": 0, "io": 0,
+    "runs": 1,  # the run folder: a contract read by every stage after training, so it sits below all of them
+    "hub": 2,  # Hub ids, tokens, cards and one-commit pushes: used by the data stage and the training stage
+    "data": 3, "models": 3,
+    "train": 4,
+    "study": 5,
+    "inference": 6,
+    "demo": 7,
+    "cli": 8,
 }  # fmt: skip
 MAX_LINES = 450
+MAX_FUNCTION_LINES = 80
 
 
 def _module_name(path: Path) -> str:
@@ -123,11 +125,13 @@ def test_modules_stay_readable():
 
 
 def test_the_recipe_reads_like_a_recipe():
-    tree = ast.parse(FINETUNE.read_text())
+    tree = ast.parse((PACKAGE / "train" / "finetune.py").read_text())
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
-    assert main.end_lineno - main.lineno + 1 <= 150
-    imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"__future__", "pathlib", "hfgal", "transformers"}  # the standard library aside, hfgal
+    assert main.end_lineno - main.lineno + 1 <= MAX_FUNCTION_LINES
+    # recipes/finetune.py is only the entry point `accelerate launch` runs in a checkout: it calls the same code.
+    entry = ast.parse((REPO_ROOT / "recipes" / "finetune.py").read_text())
+    imported = {n.module for n in ast.walk(entry) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported == {"hfgal.train.finetune"}
     # No private name of the package is used across modules.
     private = [
         f"{_module_name(p)}: {alias.name}"

@@ -7,7 +7,7 @@ import pytest
 
 from hfgal.constants import GZ10_CLASSES
 from hfgal.errors import HfgalError
-from hfgal.train.confusion import most_confused_pairs, plot_confusion_matrix
+from hfgal.runs import most_confused_pairs, plot_confusion_matrix
 from hfgal.train.metrics import GZ10Metrics, compute_gz10_metrics, compute_metrics_fn
 
 METRIC_KEYS = {

@@ -179,7 +179,7 @@ def test_the_report_opens_with_what_produced_the_numbers(tmp_path):
 def test_the_model_card_states_the_protocol_and_the_diagnostic():
     from fixtures.runs import make_config, make_results
     from hfgal.hub.card import render_model_card
-    from hfgal.train.results import RunRecord
+    from hfgal.runs import RunRecord
 
     results = make_results()
     results.update(protocol="poster", preprocessing="resized to 256 px (bicubic), central 224 x 224 kept")

@@ -14,8 +14,8 @@ from fixtures.runs import make_results
 from hfgal.constants import DEFAULT_DATASET
 from hfgal.errors import HfgalError
 from hfgal.hub.card import render_model_card
+from hfgal.runs import RunRecord
 from hfgal.train.outputs import split_fields
-from hfgal.train.results import RunRecord
 
 
 def _hub_copy_split_info() -> dict:

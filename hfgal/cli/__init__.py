@@ -15,6 +15,7 @@ from ..errors import OneLineUsageErrors, run_cli
 # Each module exposes `register(subparsers)` adding its sub-commands; handlers are `args.func(args)`.
 # Modules keep heavy imports inside their handlers so `hfgal --help` does not import torch.
 _COMMAND_MODULES = (
+    "hfgal.cli.train",  # hfgal train (the fine-tuning recipe)
     "hfgal.cli.data",  # hfgal data build | synthetic | download
     "hfgal.cli.publish",  # hfgal card, hfgal push
     "hfgal.cli.predict",  # hfgal predict
@@ -45,7 +46,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def _run() -> int | None:
         parser = build_parser()
-        args = parser.parse_args(full[1:])
+        # `hfgal train` hands every flag to the recipe's own parser (hundreds of Trainer flags): only it may leave
+        # arguments unparsed here.
+        args, rest = parser.parse_known_args(full[1:])
+        if rest and args.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "train":
+            args.recipe_args = rest + args.recipe_args
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

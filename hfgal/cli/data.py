@@ -15,7 +15,7 @@ def _build(args) -> int:
     from ..data.save import build_dataset
 
     if args.push_to:
-        from ..hub_access import check_push_access
+        from ..hub.access import check_push_access
 
         check_push_access(args.push_to)  # fail before hours of work, not after
     dsd = build_dataset(

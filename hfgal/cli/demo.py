@@ -13,7 +13,7 @@ def _space_build_cmd(args) -> int:
 
     title = args.title or DEFAULT_TITLE
     if args.push_to:
-        from ..hub_access import check_push_access
+        from ..hub.access import check_push_access
 
         # Fail before building: a bad id, a missing token or offline mode should not cost a build first.
         check_push_access(args.push_to, instead="build without --push-to")

@@ -7,7 +7,7 @@ def _card(args) -> int:
     from ..hub.card import write_model_card
 
     if args.repo_id:
-        from ..hub_access import validate_repo_id
+        from ..hub.access import validate_repo_id
 
         validate_repo_id(args.repo_id)
     print(f"wrote {write_model_card(args.output_dir, repo_id=args.repo_id)}")

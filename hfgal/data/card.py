@@ -20,7 +20,7 @@ from ..constants import (
     GZ10_ZENODO_RECORD,
 )
 from ..errors import HfgalError
-from ..hub_access import is_hub_id
+from ..hub.access import is_hub_id
 from ..io import card_template
 from .split import SPLITS, describe_split
 

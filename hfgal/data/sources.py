@@ -18,7 +18,7 @@ import numpy as np
 
 from ..constants import GZ10_H5_FILENAME, GZ10_ZENODO_RECORD
 from ..errors import HfgalError
-from ..hub_access import is_hub_id
+from ..hub.access import is_hub_id
 from .build import build_gz10, check_labels
 from .published import check_split_request, conform_gz10, saved_split_info
 

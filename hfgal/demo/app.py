@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..constants import DEFAULT_DATASET, GZ10_CLASSES, GZ10_DESCRIPTIONS
 from ..errors import HfgalError
-from ..hub_access import is_hub_id
-from ..train.results import CARD_FILE, check_model_folder
+from ..hub.access import is_hub_id
+from ..runs import CARD_FILE, check_model_folder
 from .examples import MAX_EXAMPLES, accepted_suffixes, read_examples, select_examples
 
 if TYPE_CHECKING:

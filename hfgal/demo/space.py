@@ -24,9 +24,9 @@ from .. import __version__
 from ..constants import DEFAULT_DATASET, GZ10_CITATION, GZ10_CLASSES, GZ10_DESCRIPTIONS, HFGAL_CITATION
 from ..data.imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES
 from ..errors import HfgalError
-from ..hub_access import is_hub_id
+from ..hub.access import is_hub_id
 from ..io import atomic_output_dir, atomic_write_text, card_template
-from ..train.results import CARD_FILE, CONFUSION_FILE, MODEL_CONFIG_FILE, PROCESSOR_FILE, check_model_folder
+from ..runs import CARD_FILE, CONFUSION_FILE, MODEL_CONFIG_FILE, PROCESSOR_FILE, check_model_folder
 from .app import DEFAULT_TITLE
 from .examples import MAX_EXAMPLES, accepted_suffixes, read_examples, select_examples
 

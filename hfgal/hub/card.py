@@ -20,9 +20,9 @@ from ..constants import (
     GZ10_ZENODO_RECORD,
     HFGAL_CITATION,
 )
-from ..hub_access import is_hub_id
 from ..io import atomic_write_text, card_template
-from ..train.results import CARD_FILE, CONFUSION_FILE, CarbonRecord, Hardware, RunRecord, SplitMetrics, check_run_dir
+from ..runs import CARD_FILE, CONFUSION_FILE, CarbonRecord, Hardware, RunRecord, SplitMetrics, check_run_dir
+from .access import is_hub_id
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -243,7 +243,7 @@ def _class_rows(test: SplitMetrics) -> list[dict]:
 def _confused_pairs(test: SplitMetrics, k: int = 5) -> list[dict]:
     if not test.confusion_matrix:
         return []
-    from ..train.confusion import most_confused_pairs
+    from ..runs import most_confused_pairs
 
     pairs = most_confused_pairs(test.confusion_matrix, list(GZ10_CLASSES), k=k)
     return [{**p, "rate": _pct(p["rate"], 1)} for p in pairs if p["count"] > 0]

@@ -14,8 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import HfgalError
-from ..hub_access import require_online, require_token, validate_repo_id
-from ..train.results import (
+from ..runs import (
     CARD_FILE,
     CONFIG_FILE,
     CONFUSION_FILE,
@@ -25,6 +24,7 @@ from ..train.results import (
     check_run_dir,
     weight_files,
 )
+from .access import require_online, require_token, validate_repo_id
 
 logger = logging.getLogger(__name__)
 

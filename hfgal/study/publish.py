@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 
 from ..constants import GZ10_CITATION, HFGAL_CITATION
+from ..hub.access import is_hub_id, validate_repo_id
 from ..hub.push import upload_one_commit
-from ..hub_access import is_hub_id, validate_repo_id
 from ..io import card_template
-from ..train.results import CARD_FILE, RESULTS_FILE, read_results
+from ..runs import CARD_FILE, RESULTS_FILE, read_results
 from .plan import STUDY_FILE, load_study
 from .report import PLOTS, write_report_files
 from .tables import ZOOBOT_CAVEAT

@@ -81,7 +81,7 @@ def plot_accuracy_vs(groups: list[Group], x_key: str, xlabel: str, path: Path, t
 
 def plot_best_confusion(groups: list[Group], path: Path) -> tuple[Group, list[dict]] | None:
     """Confusion matrix summed over the seeds of the most accurate model, and its most confused class pairs."""
-    from ..train.confusion import most_confused_pairs, plot_confusion_matrix
+    from ..runs import most_confused_pairs, plot_confusion_matrix
 
     ranked = [(g.stats()["accuracy_mean"], i, g) for i, g in enumerate(groups) if g.results]
     if not ranked:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import HfgalError
 from ..io import atomic_write_json, atomic_write_text, output_lock
-from ..train.results import RESULTS_FILE, has_checkpoint, read_results
+from ..runs import RESULTS_FILE, has_checkpoint, read_results
 from .plan import ERROR_FILE, RUN_LOG, RUN_RECORD, RUNS_DIR, STUDY_FILE, PlannedRun, Study, load_study
 from .protocols import protocol_lines
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..models.equivariant import MODEL_TYPE as EQUIVARIANT_MODEL_TYPE
 from ..models.equivariant import NAMED_CONFIGS as EQUIVARIANT_CONFIGS
-from ..train.results import RunRecord, read_results
+from ..runs import RunRecord, read_results
 from .plan import ERROR_FILE, TABLE2_COLUMNS, Entry, PlannedRun, Study
 from .protocols import PUBLISHED_TABLE1, PUBLISHED_TABLE2
 

@@ -14,7 +14,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from ..constants import DEFAULT_DATASET
 from ..data.split import SCHEMES
 from ..errors import HfgalError, OneLineUsageErrors
-from ..hub_access import check_push_access
+from ..hub.access import check_push_access
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,9 @@ class DataArguments:
 class GZ10TrainingArguments(TrainingArguments):
     """TrainingArguments with GZ10 defaults and hfgal's own switches (every Trainer flag still works)."""
 
-    output_dir: str | None = field(default="outputs/gz10-run", metadata={"help": "run folder"})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "run folder (default: outputs/<model>, one folder per model)"}
+    )
     eval_strategy: str = field(default="epoch", metadata={"help": "when to evaluate on validation"})
     save_strategy: str = field(default="epoch", metadata={"help": "when to checkpoint"})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "keep the best-on-validation checkpoint"})
@@ -170,6 +172,16 @@ class GZ10TrainingArguments(TrainingArguments):
 
 ARG_CLASSES = (ModelArguments, DataArguments, GZ10TrainingArguments)
 
+# Trainer flags the recipe does not follow, and why: each is refused in one line rather than accepted and ignored.
+# (`--hub_strategy end` and `--hub_revision` are honoured: the finished run folder is pushed once, at the end.)
+REFUSED_FLAGS = {
+    "do_train": "the recipe always trains, selects the checkpoint on validation and evaluates test once",
+    "do_eval": "the recipe always evaluates validation (to select) and test (once, at the end)",
+    "do_predict": "the recipe always evaluates test once, at the end; to score a finished run use hfgal evaluate",
+    "hub_always_push": "the finished run folder is pushed once, as one commit, at the end",
+}
+RUNS_ROOT = "outputs"  # where a run folder goes when --output_dir is not given: outputs/<model>
+
 
 class RecipeArgumentParser(OneLineUsageErrors, HfArgumentParser):
     """HfArgumentParser whose usage errors are one line instead of the usage of every Trainer flag."""
@@ -190,19 +202,58 @@ def _read_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, GZ10TrainingArguments]:
+def recipe_path(config: str) -> str:
+    """The YAML file `--config` names: a path, or the name of a recipe shipped with hfgal (`offline`)."""
+    from pathlib import Path
+
+    from ..io import shipped_file
+
+    if Path(config).exists() or "/" in config or config.endswith((".yaml", ".yml")):
+        return config
+    found = shipped_file("recipes", f"{config}.yaml")
+    if found is None:
+        raise HfgalError(f"--config {config}: no such file and no recipe of that name shipped with hfgal (offline)")
+    return str(found)
+
+
+def default_output_dir(model: str) -> str:
+    """`outputs/<model>`: one run folder per model (`facebook/dinov2-base` -> `outputs/facebook--dinov2-base`)."""
+    from pathlib import Path
+
+    name = Path(model).name if Path(model).is_dir() else model.replace("/", "--").replace(":", "-")
+    return f"{RUNS_ROOT}/{name}"
+
+
+def _given(flag: str, argv: list[str], data: dict[str, Any]) -> bool:
+    return flag in data or any(a == f"--{flag}" or a.startswith(f"--{flag}=") for a in argv)
+
+
+def parse_args(
+    argv: list[str] | None = None, prog: str | None = None
+) -> tuple[ModelArguments, DataArguments, GZ10TrainingArguments]:
     """Parse `[--config recipe.yaml] [--flag value ...]`: YAML sets defaults, the command line overrides them.
 
+    Args:
+        argv: the arguments (default `sys.argv[1:]`).
+        prog: the command's name in `--help` and usage errors.
+
     Raises:
-        HfgalError: unknown YAML keys or command-line flags, malformed values.
+        HfgalError: unknown YAML keys or command-line flags, malformed values, Trainer flags the recipe refuses.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = RecipeArgumentParser(ARG_CLASSES)
+    parser = RecipeArgumentParser(ARG_CLASSES, prog=prog)
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML recipe setting defaults for any of these flags (flags given here override it): a path, or the "
+        "name of a recipe shipped with hfgal (offline)",
+    )
+    data: dict[str, Any] = {}
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise HfgalError("--config needs a path to a YAML recipe")
-        path = argv[i + 1]
+        path = recipe_path(argv[i + 1])
         del argv[i : i + 2]
         data = _read_yaml(path)
         known = {f.name for cls in ARG_CLASSES for f in fields(cls) if f.init}
@@ -217,14 +268,35 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
                 for k, v in data.items()
             }
         )
+    refused = [flag for flag in REFUSED_FLAGS if _given(flag, argv, data)]
+    if refused:
+        raise HfgalError(f"--{refused[0]} is not used by this recipe: {REFUSED_FLAGS[refused[0]]}; drop it")
     try:
-        model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
+        model_args, data_args, training_args, _, unknown = parser.parse_args_into_dataclasses(
             args=argv, return_remaining_strings=True
         )
     except ValueError as err:
         raise HfgalError(str(err).splitlines()[0]) from None
     if unknown:
         raise HfgalError(f"unknown argument(s) {' '.join(unknown)}; see --help for the valid flags")
+    strategy = getattr(training_args.hub_strategy, "value", training_args.hub_strategy)
+    if _given("hub_strategy", argv, data) and strategy != "end":
+        raise HfgalError(
+            f"--hub_strategy {strategy} is not supported: the finished run folder is pushed once, as one commit, "
+            "at the end (--hub_strategy end); drop the flag"
+        )
+    if not _given("output_dir", argv, data):
+        training_args.output_dir = default_output_dir(model_args.model_name_or_path)
+    check_args(model_args, data_args, training_args)
+    return model_args, data_args, training_args
+
+
+def check_args(model_args: ModelArguments, data_args: DataArguments, training_args: GZ10TrainingArguments) -> None:
+    """The checks no single dataclass can make: values that depend on each other.
+
+    Raises:
+        HfgalError: naming the flag and what to pass instead.
+    """
     if model_args.init not in ("pretrained", "scratch"):
         raise HfgalError(f"--init {model_args.init!r} is not valid; use pretrained or scratch")
     if data_args.split_scheme is not None and data_args.split_scheme not in SCHEMES:
@@ -241,7 +313,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
             "--hub_token would be saved in every checkpoint (training_args.bin); set HF_TOKEN or run "
             "`hf auth login` instead"
         )
-    return model_args, data_args, training_args
 
 
 def config_overrides(model_args: ModelArguments) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 
 from ..errors import HfgalError
 from ..io import atomic_write_json
-from .results import CARBON_LEDGER_FILE, CHECKPOINT_PREFIX, PHASE_FIELDS, CarbonPhase, CarbonRecord
+from ..runs import CARBON_LEDGER_FILE, CHECKPOINT_PREFIX, PHASE_FIELDS, CarbonPhase, CarbonRecord
 
 logger = logging.getLogger(__name__)
 

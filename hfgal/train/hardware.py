@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import HfgalError
-from .results import Hardware
+from ..runs import Hardware
 
 THREADS_ENV = "HFGAL_NUM_THREADS"
 # Set by `accelerate launch` (every launcher mode) and torchrun in the processes they start.

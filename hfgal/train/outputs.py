@@ -13,10 +13,7 @@ from typing import Any
 from ..io import atomic_write_text
 from ..models.equivariant import write_remote_code
 from ..models.loading import LoadedModel
-from .confusion import plot_confusion_matrix
-from .hardware import hardware_info, versions_info
-from .metrics import compute_gz10_metrics
-from .results import (
+from ..runs import (
     CONFIG_FILE,
     CONFUSION_FILE,
     CarbonRecord,
@@ -24,7 +21,10 @@ from .results import (
     RunRecord,
     SelectionOnTest,
     SplitMetrics,
+    plot_confusion_matrix,
 )
+from .hardware import hardware_info, versions_info
+from .metrics import compute_gz10_metrics
 
 
 def write_config(out: str | os.PathLike, config: dict[str, Any]) -> Path:
@@ -52,7 +52,7 @@ def save_model(trainer: Any, out: str | os.PathLike, loaded: LoadedModel, geomet
 
 
 def training_outcome(trainer: Any, loaded: LoadedModel, model: str, carbon: CarbonRecord, num_train: int):
-    """What training produced, as `RunRecord` fields (see `hfgal.train.results.TRAINING_OUTCOME`).
+    """What training produced, as `RunRecord` fields (see `hfgal.runs.TRAINING_OUTCOME`).
 
     Time is the wall time of training over every segment of a resumed run (the carbon record's `train` phase: each
     segment up to the checkpoint the next one resumed from, and the last one whole); throughput is the training

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import HfgalError
 from ..io import atomic_write_json
-from .results import CHECKPOINT_PREFIX, CONFIG_FILE, RESULTS_FILE, WEIGHTS_FILE, RunRecord, read_results
+from ..runs import CHECKPOINT_PREFIX, CONFIG_FILE, RESULTS_FILE, WEIGHTS_FILE, RunRecord, read_results
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import HfgalError
+from ..errors import HfgalError
 
 # Local files that look like `namespace/name` but never are a Hub repo.
 _LOCAL_SUFFIXES = (".h5", ".hdf5", ".csv", ".json", ".yaml", ".yml")
