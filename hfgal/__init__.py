@@ -57,15 +57,3 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hfgal' has no attribute {name!r}")
-
-
-def _register_model_types() -> None:
-    # hfgal's rotation-equivariant model type (`gz10_equivariant`) becomes known to AutoConfig / AutoModel* /
-    # pipeline as soon as transformers loads its auto classes, through an import hook: importing hfgal itself
-    # imports neither torch nor transformers (see hfgal.models.equivariant).
-    from .models.equivariant import register_when_transformers_loads
-
-    register_when_transformers_loads()
-
-
-_register_model_types()

@@ -23,6 +23,7 @@ from hfgal.data.augment import dihedral_view
 from hfgal.errors import HfgalError
 from hfgal.models.adapt import freeze_backbone, freeze_unused_parameters, layer_groups
 from hfgal.models.equivariant import AUTO_MAP, CODE_FILES, MODEL_TYPE, NAMED_CONFIGS, write_remote_code
+from hfgal.models.equivariant.architecture import PUBLISHED_D16, layer_table
 from hfgal.models.equivariant.invariance import rotation_invariance
 from hfgal.models.loading import load_model
 
@@ -76,6 +77,31 @@ def test_logits_of_the_8_d4_views_agree_at_init_and_after_training(group, size):
     assert not torch.equal(view_logits(model, x)[0], logits[0])  # training changed the model
 
 
+# The published GCNN's layout in miniature: per-layer widths, a padded stride-2 lifting convolution, an unpadded last
+# convolution, pooling after it, escnn's ring widths.
+PUBLISHED_LAYOUT = {
+    "filter_basis": "steerable",
+    "ring_sigmas": [0.005, 0.4],
+    "stem_stride": 2,
+    "stem_padding": 2,
+    "hidden_sizes": [[4], [4, 8]],
+    "depths": None,
+    "last_layer_padding": 0,
+    "pool_after_last_stage": True,
+}
+
+
+@pytest.mark.parametrize("size", [32, 33])
+def test_the_published_layout_keeps_the_8_d4_views_exact(size):
+    model = small_model("D8", **PUBLISHED_LAYOUT)
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    for stage in ("random init", "trained"):
+        logits = view_logits(model, x)
+        assert (logits - logits[0]).abs().max() <= 1e-5 * max(1.0, float(logits[0].abs().max())), (size, stage)
+        assert logits[0].std(dim=-1).min() > 1e-4
+        train_steps(model, size=size)
+
+
 def test_cyclic_groups_are_invariant_to_rotations_only_and_c1_to_nothing():
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     c4 = view_logits(small_model("C4"), x)
@@ -95,6 +121,30 @@ def test_input_layout_and_dtype_do_not_change_the_logits():
             bf16 = model(pixel_values=x).logits.float()
     torch.testing.assert_close(channels_last, ref, rtol=1e-4, atol=1e-5)
     assert (bf16 - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
+
+
+def test_eval_folds_batch_norm_into_a_cached_kernel_until_a_weight_changes():
+    model = small_model("D4")
+    train_steps(model, steps=2)  # batch-norm statistics away from their init
+    model.eval()
+    x = torch.randn(4, 3, 33, 33, generator=torch.Generator().manual_seed(2))
+    layer = model.gcnn.stages[1][0]
+    reference = model(pixel_values=x).logits.detach()  # autograd on: the unfolded path, no cache
+    assert layer.folded is None
+    with torch.no_grad():
+        cached = model(pixel_values=x).logits
+        kernel = layer.folded[1]
+        again = model(pixel_values=x).logits
+    torch.testing.assert_close(cached, reference, rtol=1e-4, atol=1e-5)
+    assert layer.folded[1] is kernel and torch.equal(again, cached)  # expanded once, reused
+    with torch.no_grad():
+        layer.conv.weight.mul_(-1.0)  # an in-place change, as an optimizer step or load_state_dict makes
+        changed = model(pixel_values=x).logits
+    assert layer.folded[1] is not kernel
+    torch.testing.assert_close(changed, model(pixel_values=x).logits.detach(), rtol=1e-4, atol=1e-5)
+    assert (changed - cached).abs().max() > 1e-4
+    model.train()
+    assert all(m.folded is None for m in model.modules() if hasattr(m, "folded"))
 
 
 # --------------------------------------------------------------------------- finer groups: measured, not exact
@@ -144,23 +194,37 @@ def test_named_configs_build_and_bad_overrides_are_one_line_errors():
     assert sizes["gcnn-d4-tiny"] < sizes["gcnn-d8-small"] < sizes["gcnn-d16-base"]
     assert sizes["gcnn-d4-tiny"] < 300_000  # trains on a 2-core CPU in minutes
     base = load_model("gcnn-d16-base", init="scratch").model.config
-    # The published D16 GCNN: 3x3 kernels, D16 regular fields from 12 to 192, 255 px images.
-    assert (base.group, base.kernel_size, base.image_size, base.stem_size, base.hidden_sizes[-1]) == (
-        "D16",
-        3,
-        255,
-        12,
-        192,
-    )
+    assert (base.group, base.kernel_size, base.image_size, base.stem_size) == ("D16", 3, 255, 12)
     assert 10e6 < sizes["gcnn-d16-base"] < 20e6
     for overrides, fragment in (
         ({"group": "E7"}, "group 'E7' is not valid"),
         ({"group": "D8", "filter_basis": "free"}, "needs steerable"),
         ({"hidden_sizes": [4, 8], "depths": [1]}, "equal length"),
         ({"kernel_size": 4}, "must be odd"),
+        ({"hidden_sizes": [[4, 8], [8]], "depths": [1, 1]}, "disagree with the per-layer widths"),
+        ({"hidden_sizes": [[4, 0]]}, "must be positive"),
+        ({"stem_padding": -1}, "stem_padding -1 must be between 0 and kernel_size 3"),
+        ({"filter_basis": "steerable", "ring_sigmas": [0.5]}, "must be 2 positive widths"),
     ):
         with pytest.raises(HfgalError, match=fragment):
             load_model("gcnn-d4-tiny", init="scratch", config_overrides=overrides)
+
+
+def test_gcnn_d16_base_is_the_published_gcnn_block_by_block():
+    """Fields, map sides, pooling positions and parameters of every block, against the published code's layers
+    (github.com/snehjp2/GCNNMorphology, counted with escnn); traced on the meta device, so no compute."""
+    config = load_model("gcnn-d16-base", init="scratch").model.config
+    blocks, totals = layer_table(config)
+    assert blocks == list(PUBLISHED_D16)
+    assert [b.block for b in blocks if b.pooled_side] == [2, 4, 7, 9, 10, 11]
+    assert totals["params"] == sum(b.params for b in PUBLISHED_D16) + 192 * 10 + 10  # + the linear head
+    assert totals["forward_flops"] > 1e11  # |G| = 32 channels per field at 255 px: hundreds of GFLOPs per image
+    # The published baselines are the same network with another group: fields stay, parameters scale with |G|.
+    c1 = load_model("gcnn-d16-base", init="scratch", config_overrides={"group": "C1"}).model.config
+    c1_blocks, _ = layer_table(c1)
+    assert [b.fields for b in c1_blocks] == [b.fields for b in blocks]
+    assert [b.side for b in c1_blocks] == [b.side for b in blocks]
+    assert c1_blocks[5].params == 48 * 48 * 6 + 2 * 48  # 6 basis kernels per pair of fields, as escnn's C1
 
 
 def test_fine_tuning_helpers_see_an_ordinary_model():
@@ -197,23 +261,46 @@ def test_save_and_load_round_trip_with_remote_code_off(tmp_path):
     assert write_remote_code(other) == [] and sorted(p.name for p in other.iterdir()) == ["config.json"]
 
 
-@pytest.mark.slow
-def test_import_hfgal_registers_the_model_type_without_importing_torch():
-    code = textwrap.dedent(
-        """
-        import sys
-        import hfgal
-        assert "torch" not in sys.modules and "transformers" not in sys.modules, "import hfgal imported torch"
-        from transformers import AutoConfig, AutoModelForImageClassification, pipeline
-        config = AutoConfig.for_model("gz10_equivariant", group="D4", hidden_sizes=[4], depths=[1], num_labels=10)
-        model = AutoModelForImageClassification.from_config(config)
-        print(type(model).__name__)
-        """
-    )
+def run_python(code: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "GZ10EquivariantForImageClassification"
+    return done.stdout.strip()
+
+
+def test_import_hfgal_leaves_the_import_system_alone_and_imports_no_torch():
+    code = textwrap.dedent(
+        """
+        import sys
+        before = list(sys.meta_path), list(sys.path_hooks)
+        import hfgal
+        assert (list(sys.meta_path), list(sys.path_hooks)) == before, sys.meta_path
+        assert not [f for f in sys.meta_path if type(f).__module__.startswith("hfgal")]
+        print(sorted({"torch", "transformers", "hfgal.models"} & set(sys.modules)))
+        """
+    )
+    assert run_python(code) == "[]"
+
+
+@pytest.mark.slow
+def test_import_hfgal_models_registers_the_type_with_the_auto_classes_and_pipeline(tmp_path):
+    code = textwrap.dedent(
+        f"""
+        import hfgal.models
+        from PIL import Image
+        from transformers import AutoConfig, AutoModelForImageClassification, ViTImageProcessor, pipeline
+
+        config = AutoConfig.for_model("gz10_equivariant", group="D4", hidden_sizes=[4], num_labels=10)
+        model = AutoModelForImageClassification.from_config(config)
+        model.save_pretrained({str(tmp_path)!r})
+        ViTImageProcessor(size={{"height": 32, "width": 32}}).save_pretrained({str(tmp_path)!r})
+        classify = pipeline("image-classification", model={str(tmp_path)!r}, top_k=3)
+        scores = classify(Image.open({str(SAMPLE / "2_0.png")!r}))
+        print(type(model).__module__, type(classify.model).__module__, len(scores), sep="|")
+        """
+    )
+    module, pipeline_module, n = run_python(code).splitlines()[-1].split("|")
+    assert module == pipeline_module == "hfgal.models.equivariant.modeling_gz10_equivariant" and n == "3"
 
 
 # --------------------------------------------------------------------------- the recipe, the pipeline, the Hub

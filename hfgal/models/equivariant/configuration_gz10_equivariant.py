@@ -43,10 +43,18 @@ class GZ10EquivariantConfig(PretrainedConfig):
             degrees, steerable otherwise).
         max_frequency: highest angular frequency of the steerable basis (per ring of radius r, at most
             `max_frequency` and at most 2r).
+        ring_sigmas: radial widths (pixels) of the steerable basis' Gaussian rings at radii 0, 1, ..., (k-1)/2;
+            `None` gives every ring 0.6. escnn's default for 3x3 kernels, which the published GCNNs use, is
+            `[0.005, 0.4]` (a point at the centre, a narrow ring through the 8 neighbours).
         stem_size: fields of the lifting convolution.
         stem_stride: 1, or 2 to downsample right after the lifting convolution (the published GCNNs do).
-        hidden_sizes: fields of each stage (every stage but the first starts by halving the resolution).
-        depths: group convolutions per stage.
+        stem_padding: zero padding of the lifting convolution (default `kernel_size // 2`).
+        hidden_sizes: the stages, each one width (fields of each of its `depths[i]` layers) or a list of per-layer
+            widths (then `depths` follows from it). Every stage but the first starts by halving the resolution.
+        depths: group convolutions per stage (only needed where a stage is given as one width).
+        last_layer_padding: zero padding of the last group convolution (default `kernel_size // 2`; 0 shrinks the
+            map by `kernel_size - 1`, as the published GCNN's last layer does).
+        pool_after_last_stage: halve the resolution once more after the last stage, before the global pooling.
         pool_blur_sigma: standard deviation (pixels) of the Gaussian blur before each downsampling (antialiasing,
             which keeps the network close to equivariant to rotations between the 90-degree ones); 0 disables it.
         group_pooling: `max` or `mean` over the group axis after global spatial averaging.
@@ -66,10 +74,14 @@ class GZ10EquivariantConfig(PretrainedConfig):
         kernel_size: int = 3,
         filter_basis: str = "auto",
         max_frequency: int = 2,
+        ring_sigmas: list[float] | None = None,
         stem_size: int = 4,
         stem_stride: int = 1,
-        hidden_sizes: list[int] | None = None,
+        stem_padding: int | None = None,
+        hidden_sizes: list[int | list[int]] | None = None,
         depths: list[int] | None = None,
+        last_layer_padding: int | None = None,
+        pool_after_last_stage: bool = False,
         pool_blur_sigma: float = 0.66,
         group_pooling: str = "max",
         input_mask: bool = True,
@@ -78,12 +90,9 @@ class GZ10EquivariantConfig(PretrainedConfig):
         **kwargs,
     ):
         reflections, order = parse_group(group)
-        hidden_sizes = list(hidden_sizes if hidden_sizes is not None else [8, 16, 32])
-        depths = list(depths if depths is not None else [1] * len(hidden_sizes))
-        if len(hidden_sizes) != len(depths) or not hidden_sizes:
-            raise ValueError(f"hidden_sizes {hidden_sizes} and depths {depths} must be non-empty and of equal length")
-        if min(hidden_sizes) < 1 or min(depths) < 1 or stem_size < 1:
-            raise ValueError("hidden_sizes, depths and stem_size must be positive")
+        hidden_sizes, depths = _stages(hidden_sizes if hidden_sizes is not None else [8, 16, 32], depths)
+        if stem_size < 1:
+            raise ValueError(f"stem_size {stem_size} must be positive")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(
                 f"kernel_size {kernel_size} must be odd (a kernel centred on its pixel rotates onto itself)"
@@ -100,16 +109,25 @@ class GZ10EquivariantConfig(PretrainedConfig):
             raise ValueError(f"pool_blur_sigma {pool_blur_sigma} must be >= 0")
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride {stem_stride} must be 1 or 2")
+        for name, padding in (("stem_padding", stem_padding), ("last_layer_padding", last_layer_padding)):
+            if padding is not None and not 0 <= padding <= kernel_size:
+                raise ValueError(f"{name} {padding} must be between 0 and kernel_size {kernel_size}")
+        if ring_sigmas is not None and (len(ring_sigmas) != kernel_size // 2 + 1 or min(ring_sigmas) <= 0):
+            raise ValueError(f"ring_sigmas {ring_sigmas} must be {kernel_size // 2 + 1} positive widths, one per ring")
         self.group = f"{'D' if reflections else 'C'}{order}"
         self.num_channels = num_channels
         self.image_size = image_size
         self.kernel_size = kernel_size
         self.filter_basis = filter_basis
         self.max_frequency = max_frequency
+        self.ring_sigmas = None if ring_sigmas is None else [float(v) for v in ring_sigmas]
         self.stem_size = stem_size
         self.stem_stride = stem_stride
+        self.stem_padding = stem_padding
         self.hidden_sizes = hidden_sizes
         self.depths = depths
+        self.last_layer_padding = last_layer_padding
+        self.pool_after_last_stage = bool(pool_after_last_stage)
         self.pool_blur_sigma = pool_blur_sigma
         self.group_pooling = group_pooling
         self.input_mask = input_mask
@@ -122,6 +140,32 @@ class GZ10EquivariantConfig(PretrainedConfig):
         """Number of group elements |G| (channels per field)."""
         reflections, order = parse_group(self.group)
         return order * (2 if reflections else 1)
+
+    @property
+    def stage_widths(self) -> list[list[int]]:
+        """Fields of every group convolution after the lifting one, stage by stage."""
+        stages = zip(self.hidden_sizes, self.depths, strict=True)
+        return [list(w) if isinstance(w, list) else [w] * d for w, d in stages]
+
+
+def _stages(hidden_sizes: list, depths: list[int] | None) -> tuple[list, list[int]]:
+    """Check the stages and fill in `depths` where a stage lists its per-layer widths."""
+    hidden_sizes = [list(w) if isinstance(w, (list, tuple)) else w for w in hidden_sizes]
+    implied = [len(w) if isinstance(w, list) else None for w in hidden_sizes]
+    if depths is None:
+        depths = [n or 1 for n in implied]
+    depths = list(depths)
+    if len(hidden_sizes) != len(depths) or not hidden_sizes:
+        raise ValueError(f"hidden_sizes {hidden_sizes} and depths {depths} must be non-empty and of equal length")
+    if any(n is not None and n != d for n, d in zip(implied, depths, strict=True)):
+        raise ValueError(
+            f"depths {depths} disagree with the per-layer widths of hidden_sizes {hidden_sizes}; "
+            "set depths to null (or leave it out) where stages list their widths"
+        )
+    widths = [v for w in hidden_sizes for v in (w if isinstance(w, list) else [w])]
+    if not widths or min(widths) < 1 or min(depths) < 1:
+        raise ValueError(f"hidden_sizes {hidden_sizes} and depths {depths} must be positive")
+    return hidden_sizes, depths
 
 
 __all__ = ["GZ10EquivariantConfig", "parse_group"]

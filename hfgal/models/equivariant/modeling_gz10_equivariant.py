@@ -80,12 +80,15 @@ def free_basis(group: str, kernel_size: int) -> torch.Tensor:
     return match.transpose(1, 2).to(torch.float64)
 
 
-def steerable_basis(group: str, kernel_size: int, max_frequency: int) -> torch.Tensor:
+def steerable_basis(
+    group: str, kernel_size: int, max_frequency: int, ring_sigmas: list[float] | None = None
+) -> torch.Tensor:
     """`basis[g, b, p]`: steerable kernel `b` (a Gaussian ring times cos or sin of m phi) rotated by g, at pixel p.
 
-    Rings sit at radii 0, 1, ..., (k-1)/2; a ring of radius r carries angular frequencies up to min(max_frequency,
-    2r) (higher ones alias on a pixel grid). Each function is rotated analytically and then sampled, so the copies
-    for rotations by multiples of 90 degrees are exact and the others as good as the grid allows.
+    Rings sit at radii 0, 1, ..., (k-1)/2 with widths `ring_sigmas` (default 0.6 px each); a ring of radius r
+    carries angular frequencies up to min(max_frequency, 2r) (higher ones alias on a pixel grid). Each function is
+    rotated analytically and then sampled, so the copies for rotations by multiples of 90 degrees are exact and the
+    others as good as the grid allows.
     """
     mats, offsets = group_matrices(group), kernel_offsets(kernel_size)
     sources = torch.einsum("gji,pj->gpi", mats, offsets)  # (G, k*k, 2): g^-1 p
@@ -93,7 +96,8 @@ def steerable_basis(group: str, kernel_size: int, max_frequency: int) -> torch.T
     angle = torch.atan2(sources[..., 1], sources[..., 0])
     functions = []
     for ring in range(kernel_size // 2 + 1):
-        profile = torch.exp(-((radius - ring) ** 2) / (2 * RING_WIDTH**2))
+        sigma = RING_WIDTH if ring_sigmas is None else ring_sigmas[ring]
+        profile = torch.exp(-((radius - ring) ** 2) / (2 * sigma**2))
         for m in range(min(max_frequency, 2 * ring) + 1):
             waves = [torch.ones_like(angle)] if m == 0 else [torch.cos(m * angle), torch.sin(m * angle)]
             for wave in waves:
@@ -108,7 +112,26 @@ def steerable_basis(group: str, kernel_size: int, max_frequency: int) -> torch.T
 def kernel_basis(config: GZ10EquivariantConfig) -> torch.Tensor:
     if config.filter_basis == "free":
         return free_basis(config.group, config.kernel_size)
-    return steerable_basis(config.group, config.kernel_size, config.max_frequency)
+    return steerable_basis(config.group, config.kernel_size, config.max_frequency, config.ring_sigmas)
+
+
+def expansion_index(config: GZ10EquivariantConfig, basis: torch.Tensor, lifting: bool) -> torch.Tensor:
+    """Where each entry of the expanded kernel comes from, int64 (see `GroupConv2d.expanded_kernel`).
+
+    Free kernels: the expanded kernel is a rearrangement of the weights, so the index points straight into the
+    weights (`g^-1 h` and the source pixel). Steerable kernels: it points into the weights already combined with the
+    transformed bases, picking for output element g the input-group slice `g^-1 h` (group convolutions only).
+    """
+    inverse = inverse_products(group_matrices(config.group))  # (G, G)
+    order = basis.shape[0]
+    if config.filter_basis == "free":
+        source = basis.argmax(dim=1)  # (G, k*k): the weight that lands on pixel p of copy g
+        if lifting:
+            return source
+        return inverse.unsqueeze(-1) * basis.shape[1] + source.unsqueeze(1)  # (G, G, k*k)
+    if lifting:
+        return torch.zeros(0, dtype=torch.long, device="cpu")
+    return inverse * order + torch.arange(order, device="cpu").view(-1, 1)  # (G, G): [g, h] -> the slice (g^-1 h, g)
 
 
 # --------------------------------------------------------------------------- layers
@@ -121,12 +144,16 @@ class GroupConv2d(nn.Module):
     g, and for a group convolution the input's group axis is permuted by g as well (`g^-1 h`).
     """
 
-    def __init__(self, config: GZ10EquivariantConfig, in_channels: int, out_fields: int, lifting: bool):
+    def __init__(
+        self, config: GZ10EquivariantConfig, in_channels: int, out_fields: int, lifting: bool, padding: int | None
+    ):
         super().__init__()
         self.kernel_size, self.group_order, self.lifting = config.kernel_size, config.group_order, lifting
+        self.free = config.filter_basis == "free"
+        self.padding = config.kernel_size // 2 if padding is None else padding
         basis = kernel_basis(config).float()
         self.register_buffer("basis", basis, persistent=False)  # (G, B, k*k)
-        self.register_buffer("inverse_products", inverse_products(group_matrices(config.group)), persistent=False)
+        self.register_buffer("index", expansion_index(config, basis, lifting), persistent=False)
         group_axis = () if lifting else (self.group_order,)
         self.weight = nn.Parameter(torch.empty(out_fields, in_channels, *group_axis, basis.shape[1]))
 
@@ -137,17 +164,23 @@ class GroupConv2d(nn.Module):
 
     def expanded_kernel(self) -> torch.Tensor:
         """The ordinary conv2d kernel holding every transformed copy, `(O*|G|, I[*|G|], k, k)`."""
-        basis = self.basis.to(self.weight.dtype)
-        out_fields, in_channels, k = self.weight.shape[0], self.weight.shape[1], self.kernel_size
-        if self.lifting:
-            kernel = torch.einsum("oib,gbp->ogip", self.weight, basis)
-            return kernel.reshape(out_fields * self.group_order, in_channels, k, k)
-        weight = self.weight[:, :, self.inverse_products]  # (O, I, G, G, B): [o, i, g, h] = w[o, i, g^-1 h]
-        kernel = torch.einsum("oighb,gbp->ogihp", weight, basis)
-        return kernel.reshape(out_fields * self.group_order, in_channels * self.group_order, k, k)
+        weight, order, k = self.weight, self.group_order, self.kernel_size
+        out_fields, in_channels = weight.shape[0], weight.shape[1]
+        if self.free:  # a gather: (O, I, G, k*k) lifting, (O, I, G, G, k*k) group
+            kernel = weight.flatten(2)[:, :, self.index]
+        else:
+            # Combine the weights with every transformed basis in one matmul: (O, I, [G_in,] B) @ (B, G * k*k)
+            bases = self.basis.to(weight.dtype).transpose(0, 1).flatten(1)
+            kernel = (weight @ bases).view(out_fields, in_channels, -1, k * k)
+            if not self.lifting:  # output element g reads input element h through the slice g^-1 h
+                kernel = kernel[:, :, self.index]
+        # (O, I, G, [G,] k*k) -> (O, G, I, [G,] k*k): output channels field-major
+        kernel = kernel.transpose(1, 2)
+        width = in_channels * (1 if self.lifting else order)
+        return kernel.reshape(out_fields * order, width, k, k)
 
     def forward(self, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
-        return F.conv2d(x, self.expanded_kernel(), stride=stride, padding=self.kernel_size // 2)
+        return F.conv2d(x, self.expanded_kernel(), stride=stride, padding=self.padding)
 
 
 class FieldBatchNorm(nn.Module):
@@ -162,42 +195,80 @@ class FieldBatchNorm(nn.Module):
         # (B, F*G, H, W) -> (B, F, G, H, W): batch norm over everything but the field
         return self.norm(x.unflatten(1, (-1, self.group_order))).flatten(1, 2)
 
+    def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eval-mode batch norm as `x * scale + shift` per channel, `(F*G,)` each."""
+        norm = self.norm
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        shift = norm.bias - norm.running_mean * scale
+        return scale.repeat_interleave(self.group_order), shift.repeat_interleave(self.group_order)
+
 
 class GroupConvLayer(nn.Module):
-    """Group convolution, field batch norm, ReLU (a pointwise non-linearity commutes with permuted channels)."""
+    """Group convolution, field batch norm, ReLU (a pointwise non-linearity commutes with permuted channels).
 
-    def __init__(self, config: GZ10EquivariantConfig, in_channels: int, out_fields: int, lifting: bool = False):
+    In eval mode without autograd the batch norm is folded into the expanded kernel (one convolution with a bias),
+    and that kernel is kept until a weight or a statistic changes or the layer goes back to training, so inference
+    expands every kernel once (it holds |G| k*k / B floats per parameter meanwhile).
+    """
+
+    def __init__(
+        self,
+        config: GZ10EquivariantConfig,
+        in_channels: int,
+        out_fields: int,
+        lifting: bool = False,
+        padding: int | None = None,
+    ):
         super().__init__()
-        self.conv = GroupConv2d(config, in_channels, out_fields, lifting)
+        self.conv = GroupConv2d(config, in_channels, out_fields, lifting, padding)
         self.norm = FieldBatchNorm(out_fields, config.group_order, config.batch_norm_eps)
+        self.folded = None  # (key, kernel, bias) of the eval-mode convolution
 
     def forward(self, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
-        return F.relu(self.norm(self.conv(x, stride)))
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return F.relu(self.norm(self.conv(x, stride)))
+        kernel, bias = self.folded_kernel()
+        return F.relu(F.conv2d(x, kernel, bias, stride=stride, padding=self.conv.padding))
+
+    def train(self, mode: bool = True):
+        self.folded = None
+        return super().train(mode)
+
+    def folded_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The expanded kernel scaled by the eval-mode batch norm, and its shift as a bias (cached)."""
+        norm = self.norm.norm
+        tensors = (self.conv.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+        # Any in-place update (optimizer step, load_state_dict) bumps a tensor's version; .to() makes new tensors.
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        key += (torch.is_inference_mode_enabled(),)
+        if self.folded is None or self.folded[0] != key:
+            scale, shift = self.norm.scale_and_shift()
+            self.folded = (key, self.conv.expanded_kernel() * scale.view(-1, 1, 1, 1), shift)
+        return self.folded[1], self.folded[2]
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Isotropic Gaussian blur of every channel (separable, radius 2 sigma rounded up, zero padding)."""
+def gaussian_taps(sigma: float, like: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A normalised 1-d Gaussian of radius `ceil(2 sigma)` (at least 1), in `like`'s dtype and device."""
     radius = max(1, math.ceil(2 * sigma))
-    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
+    taps = torch.arange(-radius, radius + 1, device=like.device, dtype=torch.float32)
     taps = torch.exp(-(taps**2) / (2 * sigma**2))
-    taps = (taps / taps.sum()).to(x.dtype)
-    channels = x.shape[1]
-    x = F.conv2d(x, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), padding=(radius, 0), groups=channels)
-    return F.conv2d(x, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), padding=(0, radius), groups=channels)
+    return (taps / taps.sum()).to(like.dtype), radius
 
 
 def halve(x: torch.Tensor, blur_sigma: float = 0.0) -> torch.Tensor:
     """Downsample by 2 with windows placed symmetrically about the centre, so 90-degree rotations and flips of the
-    input commute with it (2x2 averages on an even side, every other pixel on an odd one). A Gaussian blur first
-    (antialiasing, isotropic) makes it nearly commute with the other rotations as well; without it, the odd side
-    takes 3x3 averages."""
-    if blur_sigma > 0:
-        x = gaussian_blur(x, blur_sigma)
-    if x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
-        return F.avg_pool2d(x, 2)
-    if blur_sigma > 0:
-        return x[..., ::2, ::2]
-    return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+    input commute with it. With a blur (antialiasing, isotropic, which makes it nearly commute with the other
+    rotations as well): a Gaussian, then 2x2 averages on an even side or every other pixel on an odd one. Without:
+    2x2 averages on an even side, 3x3 averages at stride 2 on an odd one."""
+    even = x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+    if blur_sigma <= 0:
+        return F.avg_pool2d(x, 2) if even else F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+    taps, radius = gaussian_taps(blur_sigma, x)
+    if even:  # the blur followed by 2x2 averages is one filter of 2 radius + 2 taps, centred between two pixels
+        taps = F.conv1d(taps.view(1, 1, -1), taps.new_full((1, 1, 2), 0.5), padding=1).flatten()
+    # One strided depthwise convolution: the blur is only evaluated where it is sampled (4x fewer outputs).
+    window = (taps.view(-1, 1) * taps.view(1, -1)).expand(x.shape[1], 1, -1, -1)
+    return F.conv2d(x, window, stride=2, padding=radius, groups=x.shape[1])
 
 
 def disc_mask(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -225,8 +296,9 @@ class GZ10EquivariantPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, GroupConv2d):
             # The bases are derived from the config, never loaded: rebuild them (also after meta-device loading).
-            _copy(module.basis, kernel_basis(self.config).float())
-            _copy(module.inverse_products, inverse_products(group_matrices(self.config.group)))
+            basis = kernel_basis(self.config).float()
+            _copy(module.basis, basis)
+            _copy(module.index, expansion_index(self.config, basis, module.lifting))
             _normal(module.weight, std=math.sqrt(2.0 / module.fan_in()))  # He init of the expanded kernel
         elif isinstance(module, nn.Linear):
             _normal(module.weight, std=0.01)
@@ -273,12 +345,16 @@ class GZ10EquivariantModel(GZ10EquivariantPreTrainedModel):
 
     def __init__(self, config: GZ10EquivariantConfig):
         super().__init__(config)
-        self.stem = GroupConvLayer(config, config.num_channels, config.stem_size, lifting=True)
-        stages, width = [], config.stem_size
-        for fields, depth in zip(config.hidden_sizes, config.depths, strict=True):
-            layers = [GroupConvLayer(config, width if i == 0 else fields, fields) for i in range(depth)]
+        self.stem = GroupConvLayer(config, config.num_channels, config.stem_size, True, config.stem_padding)
+        stages, width, widths = [], config.stem_size, config.stage_widths
+        for index, stage in enumerate(widths):
+            layers = []
+            for position, fields in enumerate(stage):
+                last = index == len(widths) - 1 and position == len(stage) - 1
+                padding = config.last_layer_padding if last else None
+                layers.append(GroupConvLayer(config, width, fields, padding=padding))
+                width = fields
             stages.append(nn.ModuleList(layers))
-            width = fields
         self.stages = nn.ModuleList(stages)
         self.post_init()
 
@@ -306,6 +382,8 @@ class GZ10EquivariantModel(GZ10EquivariantPreTrainedModel):
             for layer in stage:
                 x = layer(x)
             hidden_states.append(x)
+        if config.pool_after_last_stage:
+            x = halve(x, config.pool_blur_sigma)
         fields = x.mean(dim=(-2, -1)).unflatten(1, (-1, config.group_order))  # (B, F, |G|)
         pooled = fields.amax(-1) if config.group_pooling == "max" else fields.mean(-1)
         hidden_states = tuple(hidden_states) if output_hidden_states else None
@@ -324,7 +402,8 @@ class GZ10EquivariantForImageClassification(GZ10EquivariantPreTrainedModel):
         self.num_labels = config.num_labels
         self.gcnn = GZ10EquivariantModel(config)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels else nn.Identity()
+        width = config.stage_widths[-1][-1]
+        self.classifier = nn.Linear(width, config.num_labels) if config.num_labels else nn.Identity()
         self.post_init()
 
     def forward(
@@ -365,5 +444,6 @@ __all__ = [
     "GZ10EquivariantPreTrainedModel",
     "free_basis",
     "group_matrices",
+    "halve",
     "steerable_basis",
 ]
