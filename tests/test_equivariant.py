@@ -310,10 +310,8 @@ def recipe_args(out: Path, max_steps: int, **extra) -> list[str]:
     from fixtures.finetune import finetune_args
 
     gcnn = {"model": "gcnn-d4-tiny", "model_config_overrides": "{}", "init": "scratch", "image_size": 33}
-    return finetune_args(
-        out, "synthetic:2000", max_steps=max_steps, max_train_samples=128, per_device_eval_batch_size=128,
-        **gcnn, **extra,
-    )  # fmt: skip
+    settings = {"max_train_samples": 128, "per_device_eval_batch_size": 128, **gcnn, **extra}
+    return finetune_args(out, "synthetic:2000", max_steps=max_steps, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -355,6 +353,33 @@ def test_recipe_trains_evaluates_cards_and_the_folder_serves_a_pipeline(equivari
     plain, tta = clf.predict_proba([image]), clf.predict_proba([image], tta=True)
     assert abs(float(plain.max()) - max(p["score"] for p in predictions)) < 1e-3
     assert abs(plain - tta).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_eager_logits_and_trains_through_the_recipe(tmp_path, monkeypatch, image_cache):
+    from fixtures.finetune import run_finetune_main
+    from hfgal.runs import read_results
+
+    model = small_model("D4")
+    compiled = torch.compile(model)
+    x = torch.randn(4, 3, 33, 33, generator=torch.Generator().manual_seed(4))
+    for mode in ("train", "eval"):  # training: batch statistics, no kernel cache; eval: the folded kernels
+        getattr(model, mode)()
+        with torch.no_grad():
+            torch.testing.assert_close(
+                compiled(pixel_values=x).logits, model(pixel_values=x).logits, rtol=1e-4, atol=1e-5
+            )
+    # --torch_compile true in the recipe: Accelerate compiles the model (torch.compile is watched, not replaced).
+    calls, real_compile = [], torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda *args, **kwargs: calls.append(kwargs) or real_compile(*args, **kwargs)
+    )
+    out = tmp_path / "compiled"
+    # One batch per evaluated split (200 images each), so one evaluation graph: the compiling stays short.
+    argv = recipe_args(out, max_steps=2, torch_compile="true", per_device_eval_batch_size=256)
+    assert run_finetune_main(argv) == 0
+    record = read_results(out)
+    assert calls and record is not None and record.global_step == 2 and 0 <= record.test.accuracy <= 1
 
 
 @pytest.mark.slow
@@ -465,6 +490,9 @@ def test_study_yaml_plans_the_gcnn_rows_and_the_report_gives_them_their_own_grou
     assert groups == {"gcnn-d16": "D16", "gcnn-d8": "D8", "gcnn-d4": "D4", "gcnn-c1-cnn": "C1"}
     run = study.runs[0].args
     assert (run["image_size"], run["learning_rate"], run["num_train_epochs"]) == ("255", 1e-2, 100)
+    # The published step schedule (x0.1 at epochs 25, 50, 75), not a cosine: hfgal.train.schedules
+    assert (run["lr_step_epochs"], run["lr_step_gamma"], run["warmup_steps"]) == ("25,50,75", 0.1, 0)
+    assert "lr_scheduler_type" not in run
 
     # A study with one foundation-model row and the equivariant rows, finished runs made up: the GCNNs get their
     # own table and plot group, and are not in Table 1.
