@@ -126,18 +126,24 @@ def sample_folder(args) -> Path:
 # --------------------------------------------------------------------------- accuracy: the controlled benchmark
 
 
+def tiny_config(overrides: dict | None = None):
+    """gcnn-d4-tiny's config with `overrides` (no model is built)."""
+    from hfgal.models.equivariant import NAMED_CONFIGS, GZ10EquivariantConfig
+
+    return GZ10EquivariantConfig(**{**NAMED_CONFIGS["gcnn-d4-tiny"], **(overrides or {}), "num_labels": 10})
+
+
 def gcnn_cost(overrides: dict, image_size: int) -> tuple[int, int]:
     """Parameters and forward FLOPs per image of gcnn-d4-tiny with `overrides` (traced on the meta device)."""
     from hfgal.models.equivariant.architecture import layer_table
 
-    config = build("gcnn-d4-tiny", overrides).model.config
-    _, totals = layer_table(config, image_size)
+    _, totals = layer_table(tiny_config(overrides), image_size)
     return totals["params"], totals["forward_flops"]
 
 
 def widened(factor: float) -> dict:
     """gcnn-d4-tiny's fields times `factor` (rounded, at least 1)."""
-    config = build("gcnn-d4-tiny").model.config
+    config = tiny_config()
     scale = lambda w: max(1, round(w * factor))  # noqa: E731
     return {"stem_size": scale(config.stem_size), "hidden_sizes": [scale(w) for w in config.hidden_sizes]}
 
