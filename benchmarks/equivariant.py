@@ -219,7 +219,7 @@ def validation_curve(out: Path) -> list[float]:
     if not states:
         return []
     history = json.loads(states[-1].read_text()).get("log_history", [])
-    return [v for row in history for k, v in row.items() if k.endswith("validation_accuracy")]
+    return [v for row in history for k, v in row.items() if k == "eval_accuracy" or k.endswith("validation_accuracy")]
 
 
 def plateaued(curve: list[float]) -> bool | None:
