@@ -88,7 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true", help="speed/invariance: bf16 autocast")
     parser.add_argument("--channels-last", action="store_true", help="speed: channels_last inputs and weights")
     parser.add_argument("--compile", action="store_true", help="speed: torch.compile the models")
-    parser.add_argument("--speed-models", nargs="+", default=["gcnn-d4-tiny", "convnextv2-0.21M"])
+    speed_help = "speed: named configs, contenders or accuracy models (gcnn-d4, c1-params, ...); ratios vs the 2nd"
+    parser.add_argument("--speed-models", nargs="+", default=["gcnn-d4-tiny", "convnextv2-0.21M"], help=speed_help)
     parser.add_argument("--rounds", type=int, default=5, help="speed: interleaved rounds")
     parser.add_argument("--threads", type=int, default=0, help="speed: torch threads (default: torch's choice)")
     parser.add_argument("--timed-steps", type=int, default=4, help="speed: timed steps per model and round")
@@ -223,11 +224,12 @@ def validation_curve(out: Path) -> list[float]:
 
 
 def plateaued(curve: list[float]) -> bool | None:
-    """Whether the last third of the evaluations gained less than a point over the best before it."""
+    """Whether a run learned (its best evaluation 5 points above its first) and then stopped gaining (its last third
+    of evaluations less than a point above the best before it); None with fewer than 3 evaluations."""
     if len(curve) < 3:
         return None
     cut = len(curve) - max(1, len(curve) // 3)
-    return max(curve[cut:]) - max(curve[:cut]) < 0.01
+    return max(curve) >= curve[0] + 0.05 and max(curve[cut:]) - max(curve[:cut]) < 0.01
 
 
 def train_and_score(args, name: str, spec, size: int, seed: int, lr: float, work: Path, sample) -> dict:
@@ -489,6 +491,14 @@ def time_convolutions(captured: list) -> tuple[float, float]:
     return convolutions, expansion
 
 
+def speed_model(name: str, args):
+    """A named config or contender, or one of the accuracy benchmark's models (`gcnn-d4`, `c1-params`, ...)."""
+    if name in ACCURACY_MODELS:
+        spec, overrides = accuracy_models(argparse.Namespace(**{**vars(args), "models": [name]}))[name]
+        return build(spec, overrides, image_size=args.image_size).model
+    return build(name, image_size=args.image_size).model
+
+
 def speed_subject(name: str, model, args, device: torch.device) -> dict:
     """A model ready to be timed: its batch, optimizer, FLOPs per step and convolutions to replay; warmed up."""
     model = model.to(device).train()
@@ -553,7 +563,7 @@ def run_speed(args) -> dict:
         flush=True,
     )
     load = os.getloadavg()[0]
-    subjects = [speed_subject(n, build(n, image_size=args.image_size).model, args, device) for n in args.speed_models]
+    subjects = [speed_subject(name, speed_model(name, args), args, device) for name in args.speed_models]
     for _ in range(args.rounds):
         for subject in subjects:
             one_round(subject, args)
