@@ -211,21 +211,15 @@ class GroupConvLayer(nn.Module):
     expands every kernel once (it holds |G| k*k / B floats per parameter meanwhile).
     """
 
-    def __init__(
-        self,
-        config: GZ10EquivariantConfig,
-        in_channels: int,
-        out_fields: int,
-        lifting: bool = False,
-        padding: int | None = None,
-    ):
+    def __init__(self, config: GZ10EquivariantConfig, in_channels: int, out_fields: int, lifting=False, padding=None):
         super().__init__()
         self.conv = GroupConv2d(config, in_channels, out_fields, lifting, padding)
         self.norm = FieldBatchNorm(out_fields, config.group_order, config.batch_norm_eps)
         self.folded = None  # (key, kernel, bias) of the eval-mode convolution
 
     def forward(self, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        compiling = getattr(torch.compiler, "is_compiling", lambda: False)()  # torch < 2.3 has none
+        if self.training or torch.is_grad_enabled() or compiling:
             return F.relu(self.norm(self.conv(x, stride)))
         kernel, bias = self.folded_kernel()
         return F.relu(F.conv2d(x, kernel, bias, stride=stride, padding=self.conv.padding))
@@ -239,7 +233,7 @@ class GroupConvLayer(nn.Module):
         norm = self.norm.norm
         tensors = (self.conv.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var)
         # Any in-place update (optimizer step, load_state_dict) bumps a tensor's version; .to() makes new tensors.
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        key = tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype, t.device) for t in tensors)
         key += (torch.is_inference_mode_enabled(),)
         if self.folded is None or self.folded[0] != key:
             scale, shift = self.norm.scale_and_shift()
