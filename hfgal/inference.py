@@ -2,25 +2,25 @@
 behind `hfgal predict`, the demo and the Space).
 
 A checkpoint is anything `AutoModelForImageClassification.from_pretrained` loads (an hfgal run folder, a Hub repo
-pushed by hfgal, a timm model through TimmWrapper, the study authors' `*-finetuned-galaxy10-decals` repos).
-Images are prepared exactly like the training cache: the whole image resized to a square for hfgal runs (or resized
-and centre-cropped as the checkpoint's own image processor says), then normalised.
+pushed by hfgal, a timm model through TimmWrapper, the study authors' `*-finetuned-galaxy10-decals` repos), opened the
+one way hfgal opens checkpoints (`hfgal.models.checkpoint.open_checkpoint`). Images are prepared by the checkpoint's
+own image processor, as `pipeline()` loads it: for an hfgal run folder that is the processor whose pixels filled the
+training cache, so the served pixels are the trained ones.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .constants import GZ10_CLASSES
-from .data.geometry import Geometry, prepare_rgb
+from .data.geometry import Geometry
 from .data.imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, fits_to_rgb, load_image
 from .errors import HfgalError
 from .hub.access import is_hub_id
@@ -44,35 +44,20 @@ _GENERIC_LABEL = re.compile(r"LABEL_\d+")
 
 
 class GalaxyClassifier:
-    """A loaded image classifier with the preprocessing it was trained with.
+    """A loaded image classifier with the image processor it was trained with.
 
     Attributes:
         model: the `PreTrainedModel` in eval mode on `device`.
+        processor: its image processor (resize, crop, normalisation), as `pipeline()` loads it.
         id2label: class index -> class name.
-        image_size: square input side `S`.
-        geometry: how an image is resized (and centre-cropped) to `S x S`: the way the model was trained.
-        mean, std: per-channel normalisation of 0-1 pixel values.
         device: where the model runs.
         source: the repo id or folder it was loaded from.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        id2label: dict[int, str],
-        image_size: int,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        device: torch.device,
-        source: str,
-        geometry: Geometry | None = None,
-    ) -> None:
+    def __init__(self, model: Any, processor: Any, id2label: dict[int, str], device: torch.device, source: str):
         self.model = model
+        self.processor = processor
         self.id2label = id2label
-        self.image_size = int(image_size)
-        self.geometry = geometry or Geometry(self.image_size)
-        self.mean = tuple(mean)
-        self.std = tuple(std)
         self.device = device
         self.source = source
 
@@ -86,26 +71,48 @@ class GalaxyClassifier:
     def num_labels(self) -> int:
         return len(self.id2label)
 
+    @functools.cached_property
+    def geometry(self) -> Geometry:
+        """How the processor resizes (and centre-crops) an image to the model's input."""
+        return Geometry.from_processor(self.processor)
+
+    @property
+    def image_size(self) -> int:
+        """The input side `S` (the height, for a model with a non-square input)."""
+        return self.geometry.height
+
+    @functools.cached_property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        from .models.preprocessing import processor_normalization
+
+        return processor_normalization(self.processor)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean of 0-1 pixel values the processor subtracts."""
+        return self.normalization[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel std of 0-1 pixel values the processor divides by."""
+        return self.normalization[1]
+
     def preprocess(self, images: Any) -> torch.Tensor:
-        """Turn images into the model's input batch: RGB, resized as the model was trained (`geometry`), normalised.
+        """Turn images into the model's input batch with the model's own image processor.
 
         Args:
             images: one image or a list of anything `load_image` takes.
 
         Returns:
-            A `(B, 3, S, S)` float32 tensor on `device`.
+            A `(B, 3, H, W)` float32 tensor on `device`.
         """
         import torch
 
-        from .data.augment import normalize
-
-        # The training cache's preparation, so served pixels match the pixels the model was trained on.
-        pixels = [prepare_rgb(load_image(image), self.geometry) for image in _as_list(images)]
-        size = (self.image_size, self.image_size)
-        if not pixels:
-            return torch.empty((0, 3, *size), device=self.device)
-        batch = torch.from_numpy(np.stack(pixels)).to(self.device)  # (B, 3, S, S) uint8
-        return normalize(batch, self.mean, self.std)
+        images = [load_image(image) for image in _as_list(images)]
+        if not images:
+            return torch.empty((0, 3, self.geometry.height, self.geometry.width), device=self.device)
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        return pixels.to(device=self.device, dtype=torch.float32)
 
     def predict_proba(self, images: Any, *, tta: bool = False, batch_size: int = 32) -> np.ndarray:
         """Class probabilities for each image.
@@ -206,12 +213,10 @@ def load_classifier(
     Raises:
         HfgalError: missing folder, unknown/unreachable id or revision, unsafe or missing weights, bad device.
     """
-    from transformers import AutoConfig, AutoModelForImageClassification
+    from .models.checkpoint import open_checkpoint
 
     source = os.fspath(repo_id_or_dir)
     torch_device = _resolve_device(device)
-    if trust_remote_code:
-        logger.warning("trust_remote_code=True: code from %s will run on this machine", source)
     folder = Path(source).expanduser()
     if folder.is_dir():
         if revision:
@@ -223,24 +228,17 @@ def load_classifier(
         _check_hub_id(source, revision)
         use_safetensors = None  # safetensors first, `.bin` only if the repo has nothing else
         load_from = source
-    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
-    where = f"{source!r}" + (f" (revision {revision!r})" if revision else "")
-    from .models.loading import strip_timm_num_classes
-
-    with _no_safetensors_conversion():
-        try:
-            config = AutoConfig.from_pretrained(load_from, **kwargs)
-            strip_timm_num_classes(config)
-            model = AutoModelForImageClassification.from_pretrained(
-                load_from, config=config, use_safetensors=use_safetensors, weights_only=True, **kwargs
-            )
-        except HfgalError:
-            raise
-        except Exception as err:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, UnpicklingError
-            raise _load_error(where, err) from err
-    geometry, mean, std = _image_settings(load_from, model, kwargs)
-    model.eval().to(torch_device)
-    return GalaxyClassifier(model, _id2label(config), geometry.size, mean, std, torch_device, source, geometry)
+    checkpoint = open_checkpoint(
+        load_from,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=use_safetensors,
+        remote_code_flag="trust_remote_code=True (hfgal predict --trust-remote-code)",
+        hint="pass a run folder or a Hub image-classifier id",
+    )
+    processor = checkpoint.processor or _fallback_processor(load_from, checkpoint.model)
+    model = checkpoint.model.eval().to(torch_device)
+    return GalaxyClassifier(model, processor, _id2label(checkpoint.config), torch_device, source)
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -320,65 +318,23 @@ def _check_hub_id(source: str, revision: str | None) -> None:
         ) from None
 
 
-@contextlib.contextmanager
-def _no_safetensors_conversion() -> Iterator[None]:
-    # For pickle-only Hub repos transformers would otherwise ask the Hub's conversion Space (sending the token)
-    # to open a pull request: not something loading a model for inference should do.
-    previous = os.environ.get("DISABLE_SAFETENSORS_CONVERSION")
-    os.environ["DISABLE_SAFETENSORS_CONVERSION"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("DISABLE_SAFETENSORS_CONVERSION", None)
-        else:
-            os.environ["DISABLE_SAFETENSORS_CONVERSION"] = previous
+def _fallback_processor(load_from: str, model: Any) -> Any:
+    """An image processor for a checkpoint that has none: a timm model's own data config, or a transformers model's
+    configured image size with ImageNet statistics (with a warning)."""
+    from .models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, processor_normalization
 
+    timm_model = getattr(model, "timm_model", None)
+    if timm_model is not None:
+        # A TimmWrapper folder without pretrained_cfg: the architecture's own timm defaults apply.
+        from timm.data import resolve_data_config
 
-def _load_error(where: str, err: Exception) -> HfgalError:
-    text = str(err)
-    if type(err).__name__ == "UnpicklingError" or "Weights only load failed" in text:
-        return HfgalError(
-            f"refusing the pickled weights of {where}: they would run code when loaded "
-            "(torch.load weights_only=True); use a checkpoint with model.safetensors"
-        )
-    if "contains custom code" in text:
-        return HfgalError(
-            f"{where} needs its own modelling code (auto_map in config.json), which never runs by default; read it, "
-            "then pass trust_remote_code=True (hfgal predict --trust-remote-code) to run it"
-        )
-    first = text.splitlines()[0] if text else type(err).__name__
-    return HfgalError(f"could not load the model {where}: {first}; pass a run folder or a Hub image-classifier id")
-
-
-def _image_settings(load_from: str, model: Any, kwargs: dict) -> tuple[Geometry, tuple[float, ...], tuple[float, ...]]:
-    from transformers import AutoImageProcessor
-
-    from .models.loading import IMAGENET_MEAN, IMAGENET_STD, image_settings
-    from .models.preprocessing import processor_geometry
-
-    try:
-        processor = AutoImageProcessor.from_pretrained(load_from, **kwargs)
-    except (OSError, ValueError, KeyError) as err:
-        timm_model = getattr(model, "timm_model", None)
-        if timm_model is not None:
-            # A TimmWrapper folder without pretrained_cfg: the architecture's own timm defaults apply.
-            from timm.data import resolve_data_config
-
-            cfg = resolve_data_config(model=timm_model)
-            return Geometry(int(cfg["input_size"][-1])), tuple(cfg["mean"]), tuple(cfg["std"])
-        size = getattr(model.config, "image_size", None)
-        if not isinstance(size, int):
-            raise HfgalError(
-                f"{load_from}: no usable preprocessor_config.json ({str(err).splitlines()[0]}); "
-                "save the image processor next to the model"
-            ) from err
-        logger.warning(
-            "%s has no preprocessor_config.json; using %dx%d and ImageNet statistics", load_from, size, size
-        )
-        return Geometry(size), IMAGENET_MEAN, IMAGENET_STD
-    _, mean, std = image_settings(processor)
-    return processor_geometry(processor), mean, std
+        data_config = resolve_data_config(model=timm_model)
+        return Geometry.from_timm(data_config).image_processor(*processor_normalization(data_config))
+    size = getattr(model.config, "image_size", None)
+    if not isinstance(size, int):
+        raise HfgalError(f"{load_from}: no usable preprocessor_config.json; save the image processor with the model")
+    logger.warning("%s has no preprocessor_config.json; using %dx%d and ImageNet statistics", load_from, size, size)
+    return Geometry(size).image_processor(IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _id2label(config: Any) -> dict[int, str]:

@@ -185,7 +185,11 @@ def test_efficientnet_b7_gets_the_normalisation_its_processor_applies(efficientn
 def test_processors_that_normalise_once_keep_their_stated_statistics(tmp_path):
     from transformers import ConvNextImageProcessor, ViTImageProcessor
 
-    from hfgal.models.loading import image_settings
+    from hfgal.data.geometry import Geometry
+    from hfgal.models.preprocessing import processor_normalization
+
+    def image_settings(processor):
+        return Geometry.from_processor(processor).height, *processor_normalization(processor)
 
     assert image_settings(ViTImageProcessor()) == (224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     imagenet = ConvNextImageProcessor(size={"shortest_edge": 224}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)

@@ -281,7 +281,8 @@ PLAIN_WRITES_ALLOWED = {
     ("benchmarks/montage.py", "main"): "savefig into a temporary file renamed at the end",
     ("benchmarks/resume_cost.py", "killed_after"): "the runs' append-only log in a temporary folder, not a result",
     ("benchmarks/resume_cost.py", "run"): "the runs' append-only log in a temporary folder, not a result",
-    ("hfgal/train/finetune.py", "main"): "RunRecord.save, which writes results.json through io.atomic_write_json",
+    ("hfgal/train/outputs.py", "save_run"): "RunRecord.save, which writes results.json through io.atomic_write_json",
+    ("hfgal/data/geometry.py", "image_processor"): "a processor config in a temporary folder, read back and deleted",
 }
 WRITE_METHODS = {"write_text", "write_bytes", "savefig", "save", "to_csv", "tofile"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -272,9 +273,10 @@ def test_trainer_debug_option_reaches_the_trainer(tmp_path, sample_dir):
 @pytest.mark.slow
 def test_a_moved_run_folder_resumes_with_its_best_checkpoint(tmp_path, sample_dir, image_cache):
     first = tmp_path / "scratch" / "run"
-    args = finetune_args(first, sample_dir, "convnextv2", max_steps=2)
+    args = finetune_args(first, sample_dir, "convnextv2", max_steps=4)
     assert run_finetune_main(args) == 0
-    for name in ("results.json", "README.md", "model.safetensors"):  # as if stopped before its final stage
+    shutil.rmtree(first / "checkpoint-4")  # as if killed after the step-2 checkpoint
+    for name in ("results.json", "README.md", "model.safetensors"):
         (first / name).unlink()
     moved = tmp_path / "home" / "run"
     moved.parent.mkdir()
@@ -282,8 +284,8 @@ def test_a_moved_run_folder_resumes_with_its_best_checkpoint(tmp_path, sample_di
     state = json.loads((moved / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["best_model_checkpoint"].startswith(str(first))  # the Trainer's record: the old place
 
-    more = finetune_args(moved, sample_dir, "convnextv2", max_steps=4)
-    done = _recipe(*more, "--resume_from_checkpoint", "true", env={"HFGAL_CACHE": str(image_cache)})
+    again = finetune_args(moved, sample_dir, "convnextv2", max_steps=4)
+    done = _recipe(*again, "--resume_from_checkpoint", "true", env={"HFGAL_CACHE": str(image_cache)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "does not exist anymore" not in done.stderr  # the Trainer would drop the best checkpoint
     assert "the run folder moved" in done.stderr

@@ -123,9 +123,14 @@ def test_results_do_not_depend_on_batch_size(folders, images):
 
 
 def test_preprocess_resizes_whole_image_like_the_training_cache(folders, images):
+    from hfgal.data.augment import normalize
+    from hfgal.data.geometry import Geometry, processor_pixels
+
     clf = load_classifier(folders["vit"], device="cpu")
-    rgb = Image.open(images[0]).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
-    expected = (torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255 - 0.1) / 0.2
+    assert clf.geometry == Geometry(32)  # the whole image, bilinear, as hfgal trains
+    # The training cache's pixels (the saved processor's resize), normalised as the Trainer does on the device.
+    cached = processor_pixels(Geometry(32).image_processor(), [Image.open(images[0])])
+    expected = normalize(torch.from_numpy(cached), clf.mean, clf.std)[0]
     torch.testing.assert_close(clf.preprocess(images[0])[0], expected, atol=1e-5, rtol=0)
     # Arrays, bytes and PIL images of the same picture give the same batch as the path.
     as_array = np.asarray(Image.open(images[0]).convert("RGB"))
@@ -234,9 +239,9 @@ def test_bad_sources_and_devices_raise_hfgal_error(folders, tmp_path):
 
 
 def test_trust_remote_code_warns(folders, caplog):
-    with caplog.at_level("WARNING", logger="hfgal.inference"):
+    with caplog.at_level("WARNING", logger="hfgal"):
         load_classifier(folders["vit"], device="cpu", trust_remote_code=True)
-    assert "trust_remote_code=True" in caplog.text
+    assert f"trust_remote_code is on: code from {folders['vit']} will run on this machine" in caplog.text
 
 
 # --------------------------------------------------------------------------- through a local Hub

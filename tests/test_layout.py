@@ -11,7 +11,7 @@ PACKAGE = REPO_ROOT / "hfgal"
 # Each top-level module or subpackage and its place in the data flow: it may import only places with a lower or
 # equal rank (within a subpackage, modules may import each other, as long as no cycle forms).
 RANKS = {
-    "constants": 0, "errors": 0, "io": 0,
+    "constants": 0, "errors": 0, "io": 0, "catalogue": 0,
     "runs": 1,  # the run folder: a contract read by every stage after training, so it sits below all of them
     "hub": 2,  # Hub ids, tokens, cards and one-commit pushes: used by the data stage and the training stage
     "data": 3, "models": 3,

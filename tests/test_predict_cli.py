@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from fixtures.checkpoints import SAMPLE_DIR, sample_images, save_vit
+from hfgal.catalogue import probability_columns
 from hfgal.cli import main
 from hfgal.constants import GZ10_CLASSES
 from hfgal.inference import load_classifier
@@ -22,7 +23,7 @@ from hfgal.inference import load_classifier
 pytestmark = pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="GZ10 sample images not available")
 torch.set_num_threads(1)
 
-COLUMNS = ["path", "label", "probability", "top_k"]
+COLUMNS = ["path", "label", "probability", *probability_columns(GZ10_CLASSES)]
 
 
 @pytest.fixture(scope="module")
@@ -77,21 +78,19 @@ def _read_csv(text: str) -> list[dict[str, str]]:
     return list(reader)
 
 
-def _check_rows(rows: list[dict[str, str]], top_k: int) -> None:
+def _check_rows(rows: list[dict[str, str]]) -> None:
     for row in rows:
         assert row["label"] in GZ10_CLASSES
-        entries = [item.rsplit(":", 1) for item in row["top_k"].split(";")]
-        assert len(entries) == top_k
-        scores = [float(score) for _, score in entries]
-        assert scores == sorted(scores, reverse=True) and sum(scores) <= 1.0 + 1e-3
-        assert entries[0][0] == row["label"] and abs(float(row["probability"]) - scores[0]) < 1e-4
+        scores = [float(row[column]) for column in probability_columns(GZ10_CLASSES)]
+        assert sum(scores) == pytest.approx(1.0, abs=1e-5)  # one column per class, a distribution per galaxy
+        assert GZ10_CLASSES[int(np.argmax(scores))] == row["label"] and float(row["probability"]) == max(scores)
 
 
 def test_predict_folder_writes_csv_skips_corrupt_and_exits_1(vit_dir, mixed_folder, tmp_path, capsys):
     root, good, corrupt = mixed_folder
     out = tmp_path / "preds.csv"
     with pytest.raises(SystemExit) as exit_info:
-        main(["predict", "--model", str(vit_dir), str(root), "-o", str(out), "--top-k", "3", "--batch-size", "2"])
+        main(["predict", "--model", str(vit_dir), str(root), "-o", str(out), "--batch-size", "2"])
     assert exit_info.value.code == 1
     captured = capsys.readouterr()
     assert captured.out == ""  # the CSV went to the file
@@ -99,23 +98,23 @@ def test_predict_folder_writes_csv_skips_corrupt_and_exits_1(vit_dir, mixed_fold
     assert "Traceback" not in captured.err
     rows = _read_csv(out.read_text())
     assert [row["path"] for row in rows] == [str(p) for p in good]  # sorted, recursive, corrupt/CSV/hidden left out
-    _check_rows(rows, top_k=3)
-    # Same numbers as the library on the same files.
+    _check_rows(rows)
+    # Same numbers as the library on the same files, at full precision.
     probs = load_classifier(vit_dir, device="cpu").predict_proba(good)
     for row, p in zip(rows, probs, strict=True):
         assert row["label"] == GZ10_CLASSES[int(p.argmax())]
-        assert float(row["probability"]) == pytest.approx(float(p.max()), abs=1e-6)
+        assert [float(row[c]) for c in probability_columns(GZ10_CLASSES)] == pytest.approx(p.tolist(), abs=1e-7)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".preds.csv")]  # no temp file left behind
 
 
 def test_predict_files_to_stdout_with_tta(vit_dir, mixed_folder, capsys):
     root, good, _ = mixed_folder
     files = [str(p) for p in good[:3]]
-    main(["predict", "--model", str(vit_dir), *files, "--tta", "--top-k", "20"])  # returns: exit code 0
+    main(["predict", "--model", str(vit_dir), *files, "--tta"])  # returns: exit code 0
     captured = capsys.readouterr()
     rows = _read_csv(captured.out)
     assert [row["path"] for row in rows] == files
-    _check_rows(rows, top_k=10)  # capped at the number of classes
+    _check_rows(rows)
     probs = load_classifier(vit_dir, device="cpu").predict_proba(files, tta=True)
     for row, p in zip(rows, probs, strict=True):
         assert float(row["probability"]) == pytest.approx(float(p.max()), abs=1e-6)
@@ -124,7 +123,7 @@ def test_predict_files_to_stdout_with_tta(vit_dir, mixed_folder, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--top-k", "0"], "--top-k must be at least 1"),
+        (["--output", "preds.xlsx"], "unknown table format"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--device", "warp-drive"], "unknown device"),
     ],
@@ -151,6 +150,17 @@ def test_predict_missing_inputs(vit_dir, tmp_path, capsys):
         assert exit_info.value.code == 1
         err = capsys.readouterr().err
         assert err.startswith("hfgal: error: ") and message in err
+
+
+def test_predict_writes_a_parquet_catalogue_that_reads_back(vit_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    files = [str(p) for p in sample_images(4)]
+    main(["predict", "--model", str(vit_dir), *files, "-o", str(tmp_path / "preds.parquet")])
+    table = pq.read_table(tmp_path / "preds.parquet").to_pydict()
+    assert list(table) == COLUMNS and table["path"] == files
+    probs = np.array([table[c] for c in probability_columns(GZ10_CLASSES)]).T
+    np.testing.assert_allclose(probs, load_classifier(vit_dir, device="cpu").predict_proba(files), atol=1e-7)
 
 
 @pytest.mark.slow

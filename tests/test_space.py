@@ -333,9 +333,10 @@ def test_occlusion_map_finds_the_region_a_model_uses():
     pixels = np.full((32, 32, 3), 12, np.uint8)  # dark sky
     pixels[4:12, 4:12] = 230  # a bright galaxy in the top-left quadrant
     pixels[20:28, 20:28] = 230  # and one the model ignores
-    classifier = GalaxyClassifier(
-        TopLeftBrightness(), {0: "bright", 1: "dark"}, 32, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"), "test"
-    )
+    from hfgal.data.geometry import Geometry
+
+    processor = Geometry(32).image_processor((0.5,) * 3, (0.5,) * 3)
+    classifier = GalaxyClassifier(TopLeftBrightness(), processor, {0: "bright", 1: "dark"}, torch.device("cpu"), "test")
     image = Image.fromarray(pixels)
     heat = occlusion_map(classifier, image, target=0, grid=8, window=0.25)
     assert heat.max() == pytest.approx(1.0)

@@ -137,23 +137,26 @@ def test_folded_d4_affine_equals_view_then_affine(uint8_batch):
 
 
 @pytest.mark.parametrize("d4, affine", [(True, True), (True, False), (False, True), (False, False)])
-def test_trainer_pixels_equal_the_step_by_step_recipe(uint8_batch, d4, affine):
-    from types import SimpleNamespace
+def test_trainer_pixels_equal_the_step_by_step_recipe(uint8_batch, d4, affine, tmp_path):
+    from transformers import TrainingArguments
 
-    from hfgal.train.trainer import GZ10Trainer
+    from hfgal.models.loading import load_model
+    from hfgal.train.trainer import GZ10Trainer, augmentation_seed
 
-    trainer = SimpleNamespace(mean=MEAN, std=STD, d4_augment=d4, affine_augment=affine, channels_last=False)
-    torch.manual_seed(13)
-    fast = GZ10Trainer._pixels(trainer, {"pixel_values": uint8_batch}, train=True)
-    torch.manual_seed(13)
-    x = random_dihedral(uint8_batch) if d4 else uint8_batch  # the unfused reference: view, normalise, jitter
+    tiny = load_model("convnextv2-tiny", config_overrides={"depths": [1, 1, 1, 1], "hidden_sizes": [8, 8, 8, 8]})
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, seed=13, report_to="none")
+    trainer = GZ10Trainer(model=tiny.model, args=args, mean=MEAN, std=STD, d4_augment=d4, affine_augment=affine)
+    fast = trainer.augment(uint8_batch)  # the first batch: step 0, micro-batch 0
+    generator = torch.Generator().manual_seed(augmentation_seed(13, 0, 0, 0))
+    x = random_dihedral(uint8_batch, generator) if d4 else uint8_batch  # the unfused reference: view, normalise, jitter
     x = normalize(x, MEAN, STD)
-    expected = random_affine(x) if affine else x
+    expected = random_affine(x, generator=generator) if affine else x
     torch.testing.assert_close(fast, expected, rtol=1e-4, atol=1e-4)
+    if d4 or affine:  # the next micro-batch of the same step draws its own views
+        assert not torch.allclose(trainer.augment(uint8_batch), fast)
     # Evaluation batches are only normalised.
-    assert torch.equal(
-        GZ10Trainer._pixels(trainer, {"pixel_values": uint8_batch}, train=False), normalize(uint8_batch, MEAN, STD)
-    )
+    evaluated = trainer._pixels({"pixel_values": uint8_batch}, train=False)
+    assert torch.equal(evaluated, normalize(uint8_batch, MEAN, STD))
 
 
 def test_no_per_step_host_sync_by_default(tmp_path):

@@ -12,13 +12,14 @@ import pytest
 from fixtures.finetune import finetune_args, run_finetune_main
 from fixtures.runs import make_results
 from hfgal.constants import DEFAULT_DATASET
+from hfgal.data.split import SplitInfo
 from hfgal.errors import HfgalError
 from hfgal.hub.card import render_model_card
 from hfgal.runs import RunRecord
 from hfgal.train.outputs import split_fields
 
 
-def _hub_copy_split_info() -> dict:
+def _hub_copy_split_info() -> SplitInfo:
     """The split info `load_gz10` attaches to the published Hub copy (train/test, no coordinates)."""
     from datasets import Dataset, DatasetDict, Features, Image, Value
 
@@ -34,34 +35,35 @@ def _hub_copy_split_info() -> dict:
             "test": Dataset.from_dict({"image": images[50:], "label": labels[50:]}, features=feats),
         }
     )
-    return conform_gz10(hub_like, seed=42, source=DEFAULT_DATASET).split_info
+    return SplitInfo.from_dict(conform_gz10(hub_like, seed=42, source=DEFAULT_DATASET).split_info)
 
 
-H5_SPLIT_INFO = {
-    "source": "zenodo:10845026/Galaxy10_DECals.h5",
-    "scheme": "default",
-    "seed": 42,
-    "grouped": True,
-    "separation_arcsec": 67.072,
-    "split": "hfgal's `default` split of zenodo:10845026/Galaxy10_DECals.h5: 80/10/10 train/validation/test, "
-    'stratified by class, seed 42; galaxies closer than 67.072" on the sky kept in one split',
-    "close_pairs": [
-        {"within_arcsec": 1.0, "pairs": 59, "cross_split": 0},
-        {"within_arcsec": 10.0, "pairs": 126, "cross_split": 0},
-        {"within_arcsec": 67.072, "pairs": 236, "cross_split": 0},
-    ],
-}
+H5_SPLIT_INFO = SplitInfo(
+    **{
+        "source": "zenodo:10845026/Galaxy10_DECals.h5",
+        "scheme": "default",
+        "seed": 42,
+        "grouped": True,
+        "separation_arcsec": 67.072,
+        "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1},
+        "close_pairs": [
+            {"within_arcsec": 1.0, "pairs": 59, "cross_split": 0},
+            {"within_arcsec": 10.0, "pairs": 126, "cross_split": 0},
+            {"within_arcsec": 67.072, "pairs": 236, "cross_split": 0},
+        ],
+    }
+)
 
 
-def _record(dataset: str, split_info: dict | None, requested: str | None = None) -> RunRecord:
+def _record(dataset: str, split_info: SplitInfo) -> RunRecord:
     results = make_results(dataset=dataset)
-    results.update(split_fields(split_info, requested))
+    results.update(split_fields(split_info))
     # Through JSON, as results.json is written and read back.
     return RunRecord.from_dict(json.loads(json.dumps(RunRecord.from_dict(results).to_dict())))
 
 
 def test_the_hub_copy_run_records_its_published_split_not_the_default_scheme():
-    record = _record(DEFAULT_DATASET, _hub_copy_split_info(), requested=None)
+    record = _record(DEFAULT_DATASET, _hub_copy_split_info())
     assert record.split_scheme == "hub-split"
     assert record.split.startswith(f"hub-split (no coordinates): the published train/test of {DEFAULT_DATASET}")
     assert record.split_separation_arcsec is None and record.split_close_pairs is None
@@ -72,7 +74,11 @@ def test_the_hub_copy_run_records_its_published_split_not_the_default_scheme():
 
 
 def test_an_h5_run_records_the_linking_radius_and_the_pairs_crossing():
-    record = _record("zenodo", H5_SPLIT_INFO, requested=None)
+    record = _record("zenodo", H5_SPLIT_INFO)
+    assert record.split == (
+        "hfgal's `default` split of zenodo:10845026/Galaxy10_DECals.h5: 80/10/10 train/validation/test, "
+        'stratified by class, seed 42; galaxies closer than 67.072" on the sky kept in one split'
+    )
     assert record.split_scheme == "default" and record.split_separation_arcsec == pytest.approx(67.072)
     assert [r["pairs"] for r in record.split_close_pairs] == [59, 126, 236]
     card = render_model_card(record, {}, repo_id="astro-user/gz10")
@@ -89,10 +95,12 @@ def test_a_record_written_before_the_split_was_recorded_claims_nothing_false():
     assert "its own test split; validation carved from its train split" in text and "`default` scheme" not in text
 
 
-def test_split_fields_without_split_info_keep_the_request():
-    assert split_fields(None, "poster") == {"split_scheme": "poster"}
-    fields = split_fields(dict(H5_SPLIT_INFO, scheme="poster", grouped=False), None)
+def test_split_fields_of_an_ungrouped_split_claim_no_linking_radius():
+    import dataclasses
+
+    fields = split_fields(dataclasses.replace(H5_SPLIT_INFO, scheme="poster", grouped=False))
     assert fields["split_scheme"] == "poster" and fields["split_separation_arcsec"] is None
+    assert fields["split"].endswith("sky neighbours not kept together")
 
 
 def test_recipe_split_arguments(tmp_path):

@@ -1,17 +1,16 @@
-"""`hfgal predict`: classify galaxy images and folders (JPEG, PNG, TIFF, FITS) into a CSV."""
+"""`hfgal predict`: classify galaxy images and folders (JPEG, PNG, TIFF, FITS) into a catalogue (CSV or Parquet): one
+row per image, the top label and one probability column per class."""
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ..catalogue import csv_text, probability_columns, table_format, write_table
 from ..errors import HfgalError
-from ..io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -21,15 +20,16 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="classify galaxy images (JPEG, PNG, TIFF, FITS) with a GZ10 model",
-        description="Classify galaxy images or folders of them with a fine-tuned model and write a CSV "
-        "(path, label, probability, top_k).",
+        description="Classify galaxy images or folders of them with a fine-tuned model and write a catalogue: "
+        "path, label (the most probable class), probability, and p_<class> for every class.",
     )
     parser.add_argument("--model", required=True, help="Hub repo id or local run folder")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips of each image")
-    parser.add_argument("--top-k", type=int, default=5, help="labels listed in the top_k column (default 5)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    parser.add_argument("--output", "-o", help="CSV file to write (atomically); printed to stdout when omitted")
+    parser.add_argument(
+        "--output", "-o", help="catalogue to write atomically: .csv or .parquet; CSV on stdout when omitted"
+    )
     parser.add_argument("--revision", help="Hub branch, tag or commit of --model")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     parser.add_argument(
@@ -39,22 +39,23 @@ def register(subparsers: Any) -> None:
 
 
 def predict_command(args: Any) -> int:
-    """Handler of `hfgal predict`: classify every image, write the CSV, exit 1 if any image was unreadable."""
+    """Handler of `hfgal predict`: classify every image, write the catalogue, exit 1 if any image was unreadable."""
     from tqdm import tqdm
 
     from ..data.imageio import collect_image_paths, load_image
     from ..inference import load_classifier
 
-    if args.top_k < 1:
-        raise HfgalError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
         raise HfgalError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.output:
+        table_format(args.output)  # an unknown format fails before any model is loaded
     files = collect_image_paths(args.paths)
     classifier = load_classifier(
         args.model, args.revision, device=args.device, trust_remote_code=args.trust_remote_code
     )
-    top_k = min(args.top_k, classifier.num_labels)
-    rows: list[list[str]] = []
+    names = [classifier.id2label[i] for i in range(classifier.num_labels)]
+    columns: dict[str, list] = {"path": [], "label": [], "probability": []}
+    columns.update({name: [] for name in probability_columns(names)})
     failed: list[tuple[Path, str]] = []
     started = time.perf_counter()
     with tqdm(total=len(files), unit="img", desc="hfgal predict", file=sys.stderr, disable=None) as bar:
@@ -69,21 +70,17 @@ def predict_command(args: Any) -> int:
                     tqdm.write(f"hfgal: warning: skipping {err}", file=sys.stderr)
             if images:
                 probs = classifier.predict_proba(images, tta=args.tta, batch_size=args.batch_size)
-                for path, row in zip(chunk, probs, strict=True):
-                    best = classifier.ranked_labels(row, top_k)
-                    top = ";".join(f"{p['label']}:{p['score']:.4f}" for p in best)
-                    rows.append([str(path), best[0]["label"], f"{best[0]['score']:.6f}", top])
+                _add_rows(columns, chunk, probs, names)
             bar.update(len(files[start : start + args.batch_size]))
-    text = _csv_text(rows)
     if args.output:
-        atomic_write_text(args.output, text)
-        logger.info("wrote %d predictions to %s", len(rows), args.output)
+        write_table(args.output, columns)
+        logger.info("wrote %d predictions to %s", len(columns["path"]), args.output)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(csv_text(columns))
         sys.stdout.flush()
     elapsed = time.perf_counter() - started
     print(
-        f"hfgal: classified {len(rows)} image(s) in {elapsed:.1f}s with {classifier.source}"
+        f"hfgal: classified {len(columns['path'])} image(s) in {elapsed:.1f}s with {classifier.source}"
         + (f" -> {args.output}" if args.output else ""),
         file=sys.stderr,
     )
@@ -95,9 +92,11 @@ def predict_command(args: Any) -> int:
     return 0
 
 
-def _csv_text(rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "probability", "top_k"])
-    writer.writerows(rows)
-    return buffer.getvalue()
+def _add_rows(columns: dict[str, list], paths: list[Path], probs: Any, names: list[str]) -> None:
+    for path, row in zip(paths, probs, strict=True):
+        best = int(row.argmax())
+        columns["path"].append(str(path))
+        columns["label"].append(names[best])
+        columns["probability"].append(float(row[best]))
+        for column, p in zip(probability_columns(names), row, strict=True):
+            columns[column].append(float(p))

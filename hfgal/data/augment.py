@@ -18,11 +18,6 @@ def dihedral_view(images: torch.Tensor, k: int) -> torch.Tensor:
     return out.flip(-1) if k >= 4 else out
 
 
-def dihedral_views(images: torch.Tensor) -> torch.Tensor:
-    """All 8 D4 views of a batch, stacked view-major: `(8, B, C, H, W)`."""
-    return torch.stack([dihedral_view(images, k) for k in range(8)])
-
-
 def _dihedral_flags(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """View `k` of `dihedral_view` as (transpose, flip rows, flip columns), applied in that order."""
     r = k % 4

@@ -8,6 +8,7 @@ slices a memory map, with no per-sample Python work.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ..io import default_cache_root
-from .geometry import Geometry, prepare_rgb
+from .geometry import Geometry, processor_pixels
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -25,22 +26,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def cache_file_name(fingerprint: str, size: tuple[int, int] | Geometry) -> str:
-    """File name of a split's cache: its content (the dataset fingerprint), the resolution, the preparation and the
-    resizer.
+def cache_file_name(fingerprint: str, geometry: Geometry) -> str:
+    """File name of a split's cache: its content (the dataset fingerprint), the geometry, and what computes the
+    pixels (the image processor's class and the versions of transformers, torchvision and Pillow): a cache written by
+    other code is rebuilt rather than mixed with the pixels that code would serve."""
+    import hashlib
+    import importlib.metadata as metadata
 
-    The Pillow version is part of the name because `prepare_rgb`'s pixels are Pillow's: a cache written by another
-    version is rebuilt rather than silently mixed with the pixels that version would serve at inference.
-    """
-    import PIL
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "none"
 
-    height, width = _shape(size)
-    key = size.cache_key() if isinstance(size, Geometry) else ""
-    return f"gz10-{fingerprint}-{height}x{width}{key}-pil{PIL.__version__}.npy"
-
-
-def _shape(size: tuple[int, int] | Geometry) -> tuple[int, int]:
-    return (size.size, size.size) if isinstance(size, Geometry) else (int(size[0]), int(size[1]))
+    processor = type(geometry.image_processor()).__name__
+    code = [processor, *(version(p) for p in ("transformers", "torchvision", "pillow"))]
+    digest = hashlib.sha256(json.dumps([geometry.processor_config((0,) * 3, (1,) * 3), code]).encode()).hexdigest()
+    crop = f"-crop-of-{geometry.resize}" if geometry.crops else ""
+    return f"gz10-{fingerprint}-{geometry.height}x{geometry.width}{crop}-{geometry.resample}-{digest[:12]}.npy"
 
 
 def _stream_files(ds: Dataset) -> list[str] | None:
@@ -87,11 +90,12 @@ def _fill(args: tuple) -> None:
     Rows are written with plain positional writes, not through a memory map, so the cache's pages stay in the page
     cache instead of this process's resident memory.
     """
-    ds, files, path, offset, start, stop, size = args
+    ds, files, path, offset, start, stop, geometry = args
+    processor = geometry.image_processor()  # the processor the run folder saves: the pixels inference serves
     fd = os.open(path, os.O_WRONLY)
     try:
         for first, batch in _images(ds, files, start, stop):
-            block = np.ascontiguousarray(np.stack([prepare_rgb(im, size) for im in batch]))  # (b, 3, H, W)
+            block = np.ascontiguousarray(processor_pixels(processor, batch))  # (b, 3, H, W) uint8
             data, at = memoryview(block).cast("B"), offset + first * block[0].nbytes
             while data:  # a positional write may be short
                 done = os.pwrite(fd, data, at)
@@ -103,15 +107,16 @@ def _fill(args: tuple) -> None:
 
 def uint8_cache(
     ds: Dataset,
-    size: tuple[int, int] | Geometry,
+    geometry: Geometry,
     cache_root: str | os.PathLike | None = None,
     num_proc: int | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Return a read-only memmap `(N, 3, H, W)` uint8 of `ds`'s images at `size`, building it on first use.
+    """Return a read-only memmap `(N, 3, H, W)` uint8 of `ds`'s images prepared as `geometry` says, building it on
+    first use with the image processor a run folder saves (`Geometry.image_processor`).
 
     Args:
         ds: a GZ10 split (its `_fingerprint` identifies its content).
-        size: (height, width) to resize whole images to, or a `Geometry` (resize, then keep the centre).
+        geometry: the input size, crop and filter.
         cache_root: folder of cache files (default `default_cache_root()`).
         num_proc: decoding processes (default: up to 8, bounded by the CPUs).
 
@@ -123,7 +128,7 @@ def uint8_cache(
     from ..io import require_writable_dir
 
     root = Path(cache_root) if cache_root else default_cache_root()
-    path = root / cache_file_name(ds._fingerprint, size)
+    path = root / cache_file_name(ds._fingerprint, geometry)
     if path.exists():  # a read-only shared cache is fine once it holds the file
         return np.load(path, mmap_mode="r"), 0.0
     require_writable_dir(
@@ -135,21 +140,25 @@ def uint8_cache(
     n = len(ds)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *_shape(size)))
+        shape = (n, 3, geometry.height, geometry.width)
+        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         offset = header.offset
         del header  # only the header and the file's size were wanted: rows are written by the workers
         num_proc = num_proc or max(1, min(8, os.cpu_count() or 1, n // 256))
         bounds = np.linspace(0, n, num_proc + 1, dtype=int)
         files = _stream_files(ds)
         jobs = [
-            (ds, files, str(tmp), offset, int(a), int(b), size)
+            (ds, files, str(tmp), offset, int(a), int(b), geometry)
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
             if b > a
         ]
         if num_proc > 1:
             import multiprocessing as mp
 
-            with mp.get_context("spawn" if _torch_cuda_initialised() else "fork").Pool(num_proc) as pool:
+            # A forked worker must not enter the parent's intra-op thread pool (it would wait forever on threads
+            # that were not forked): one thread each, as PyTorch's DataLoader workers do.
+            context = mp.get_context("spawn" if _torch_cuda_initialised() else "fork")
+            with context.Pool(num_proc, initializer=torch.set_num_threads, initargs=(1,)) as pool:
                 pool.map(_fill, jobs)
         else:
             for job in jobs:
@@ -220,13 +229,13 @@ def collate_uint8(batch: Any) -> dict[str, torch.Tensor]:
 
 
 def cached_splits(
-    dsd, size: tuple[int, int] | Geometry, cache_dir: str | None = None, max_train_samples: int | None = None
+    dsd, geometry: Geometry, cache_dir: str | None = None, max_train_samples: int | None = None
 ) -> tuple[dict[str, UInt8Images], float]:
-    """Every split of a GZ10 `DatasetDict` as `UInt8Images` over its uint8 cache at `size`.
+    """Every split of a GZ10 `DatasetDict` as `UInt8Images` over its uint8 cache.
 
     Args:
         dsd: the `DatasetDict` (train, validation, test).
-        size: (height, width) of the model's input (whole images resized), or a `Geometry`.
+        geometry: how images become the model's input.
         cache_dir: folder of the cache files (default `default_cache_root()`).
         max_train_samples: use only the first N training images.
 
@@ -235,7 +244,7 @@ def cached_splits(
     """
     splits, seconds = {}, 0.0
     for name, ds in dsd.items():
-        images, built = uint8_cache(ds, size, cache_dir)
+        images, built = uint8_cache(ds, geometry, cache_dir)
         labels = np.asarray(ds.select_columns(["label"]).with_format("numpy")["label"], dtype=np.int64)
         limit = max_train_samples if name == "train" else None
         rows = np.arange(limit) if limit is not None and limit < len(labels) else None

@@ -158,7 +158,7 @@ def build_dataset(
                 split_scheme=split_scheme,
                 separation_arcsec=separation_arcsec,
                 cache_dir=None if found.kind == "hub" else cache_dir,
-            )
+            ).splits
         save_gz10(dsd, out, repo_id=repo_id, overwrite=overwrite, move_from=cache_dir)
     return _reload(out, dsd)
 

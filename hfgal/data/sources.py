@@ -21,6 +21,7 @@ from ..errors import HfgalError
 from ..hub.access import is_hub_id
 from .build import build_gz10, check_labels
 from .published import check_split_request, conform_gz10, saved_split_info
+from .split import GZ10Splits, SplitInfo
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -260,6 +261,40 @@ def load_gz10(
     separation_arcsec: float | None = None,
     revision: str | None = None,
     cache_dir: str | None = None,
+) -> GZ10Splits:
+    """Load GZ10 from any source, always as `train`/`validation`/`test` with the same features, and how it was split.
+
+    Args:
+        source: a Hub dataset id (e.g. `matthieulel/galaxy10_decals`), a `save_to_disk` folder, a Galaxy10 h5
+            path, `"zenodo"` (Galaxy10_DECals.h5 from Zenodo record 10845026, downloaded once into hfgal's cache),
+            an image folder with `metadata.csv`, or `"synthetic"` / `"synthetic:N"` (N generated galaxies, the
+            offline default).
+        seed: split seed (for sources that are split here, and the validation carved from a published train).
+        split_scheme: `default` or `poster` for sources that are split here; None (the default) means the source's
+            honest default: hfgal's duplicate-aware `default` split where the data has coordinates, the published
+            split for the Hub and saved folders.
+        separation_arcsec: linking radius of the `default` split (None: the cutout width, 67.072").
+        revision: Hub dataset revision.
+        cache_dir: datasets cache for sources that are converted.
+
+    Returns:
+        `GZ10Splits`: `.splits`, the `DatasetDict`, and `.info`, the `SplitInfo` of the split actually used.
+
+    Raises:
+        HfgalError: the source does not exist, cannot be reached, does not look like GZ10, or cannot honour an
+            explicit `split_scheme` / `separation_arcsec` (one line).
+    """
+    dsd = _load_dataset_dict(source, seed, split_scheme, separation_arcsec, revision, cache_dir)
+    return GZ10Splits(dsd, SplitInfo.from_dict(dsd.split_info))
+
+
+def _load_dataset_dict(
+    source: str | os.PathLike,
+    seed: int,
+    split_scheme: str | None,
+    separation_arcsec: float | None,
+    revision: str | None,
+    cache_dir: str | None,
 ) -> DatasetDict:
     """Load GZ10 from any source, always as `train`/`validation`/`test` with the same features.
 

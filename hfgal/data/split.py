@@ -7,9 +7,11 @@ the train/test line, so the test set partly measures memory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +31,71 @@ SCHEMES = {
 # Splits a source arrives with (not made by hfgal): recorded as the `scheme` of its split info.
 HUB_SPLIT = "hub-split"  # the published train/test, validation carved from train
 PUBLISHED_SPLIT = "published"  # the source's own train/validation/test
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """How the train/validation/test split of a GZ10 dataset was made, and what it keeps apart.
+
+    Written as `split_info.json` beside a built dataset, read into its card and into every run's record.
+
+    Attributes:
+        scheme: `default`, `poster` (hfgal's), `hub-split` (the published train/test, validation carved here) or
+            `published` (the source's own three splits).
+        source: where the data came from (a Hub id, a file, `synthetic:N`, ...).
+        seed: the split seed (None when nothing was drawn).
+        fractions: train/validation/test fractions of an hfgal split.
+        grouped: whether galaxies closer than `separation_arcsec` were kept in one split.
+        separation_arcsec: the linking radius the groups and close pairs are counted at (None without coordinates).
+        num_rows: galaxies in all splits.
+        counts: galaxies per class, per split.
+        duplicate_groups, grouped_rows: sky groups of two or more galaxies, and the galaxies in them.
+        cross_split_pairs: pairs closer than `separation_arcsec` that sit in different splits.
+        close_pairs: per radius, `{"within_arcsec", "pairs", "cross_split"}`.
+    """
+
+    scheme: str
+    source: str = ""
+    seed: int | None = None
+    fractions: dict[str, float] | None = None
+    grouped: bool = False
+    separation_arcsec: float | None = None
+    num_rows: int = 0
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    duplicate_groups: int | None = None
+    grouped_rows: int | None = None
+    cross_split_pairs: int | None = None
+    close_pairs: list[dict[str, float]] | None = None
+
+    @property
+    def description(self) -> str:
+        """One honest line saying how the split was made (`describe_split`)."""
+        return describe_split(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready mapping of `split_info.json`, with its one-line `split` description."""
+        out = dataclasses.asdict(self)
+        out["split"] = describe_split(out)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SplitInfo:
+        """Read a `split_info.json` mapping (its `split` description is derived, not read)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data.setdefault("grouped", data.get("scheme") == "default" and data.get("separation_arcsec") is not None)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class GZ10Splits:
+    """GZ10 as `load_gz10` returns it: the `DatasetDict` of `train`, `validation` and `test`, and how it was split."""
+
+    splits: DatasetDict
+    info: SplitInfo
+
+    def __getitem__(self, split: str):
+        return self.splits[split]
 
 
 def describe_split(info: dict) -> str:

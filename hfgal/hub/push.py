@@ -19,6 +19,7 @@ from ..runs import (
     CONFIG_FILE,
     CONFUSION_FILE,
     MODEL_CONFIG_FILE,
+    PREDICTIONS_FILE,
     PROCESSOR_FILE,
     RESULTS_FILE,
     check_run_dir,
@@ -29,7 +30,9 @@ from .access import require_online, require_token, validate_repo_id
 logger = logging.getLogger(__name__)
 
 # What a published model repo holds besides its weights: enough to load it, read its card and reproduce it.
-RUN_FILES = (MODEL_CONFIG_FILE, PROCESSOR_FILE, CARD_FILE, RESULTS_FILE, CONFUSION_FILE, CONFIG_FILE)
+RUN_FILES = (
+    MODEL_CONFIG_FILE, PROCESSOR_FILE, CARD_FILE, RESULTS_FILE, PREDICTIONS_FILE, CONFUSION_FILE, CONFIG_FILE,
+)  # fmt: skip
 REPO_TYPES = ("model", "dataset", "space")
 
 
@@ -138,7 +141,7 @@ def push_run(
     """Publish a finished run folder as a Hub model repo in one commit.
 
     Refreshes the run's README.md with `repo_id` filled in, stages exactly the weights (`model.safetensors` or
-    its shards + index), `config.json`, `preprocessor_config.json`, README.md, results.json,
+    its shards + index), `config.json`, `preprocessor_config.json`, README.md, results.json, predictions.csv,
     confusion_matrix.png and config.yaml, plus the modelling code its config.json's `auto_map` names (a custom
     model such as hfgal's equivariant GCNN, so the repo loads with `trust_remote_code=True` without hfgal) —
     never checkpoint folders, optimizer states, caches or logs — and uploads them with `upload_one_commit`.

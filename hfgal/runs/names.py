@@ -8,6 +8,7 @@ RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"  # the resolved recipe arguments, re-usable with --config
 CARD_FILE = "README.md"
 CONFUSION_FILE = "confusion_matrix.png"
+PREDICTIONS_FILE = "predictions.csv"  # the validation and test galaxies as the selected model scored them
 MODEL_CONFIG_FILE = "config.json"
 PROCESSOR_FILE = "preprocessor_config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -20,12 +20,23 @@ from .names import RESULTS_FILE
 
 
 def _from_mapping(cls, data: Mapping[str, Any], where: str):
-    """`cls(**data)` keeping only the fields `cls` knows (records written by newer versions still load)."""
+    """`cls(**data)`, strictly: a record is read as it was written, or refused in one line.
+
+    Unknown keys are an error (a record written by a newer hfgal, or edited by hand: nothing is dropped silently);
+    a missing key takes the field's default only where the field has one (fields a record could lack because an
+    older hfgal did not write them), and a missing required field is an error.
+    """
     if not isinstance(data, Mapping):
         raise HfgalError(f"{where}: expected a mapping, got {type(data).__name__}; rerun the evaluation of this run")
     known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise HfgalError(
+            f"{where}: unknown field(s) {', '.join(unknown)} (written by a newer hfgal?); upgrade hfgal, or rerun "
+            "the evaluation of this run"
+        )
     try:
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**data)
     except TypeError as err:
         missing = str(err).split("argument", 1)[-1].strip(": ")
         raise HfgalError(f"{where}: missing {missing}; rerun the evaluation of this run") from None
@@ -123,8 +134,13 @@ class CarbonRecord:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> CarbonRecord:
+    def from_dict(cls, data: Mapping[str, Any] | None, where: str = "carbon") -> CarbonRecord:
         data = data or {}
+        # Beside its phases (mappings) and settings, the block holds the totals `to_dict` derives from the phases.
+        unknown = sorted(k for k, v in data.items() if not isinstance(v, Mapping) and k not in PHASE_FIELDS)
+        unknown = [k for k in unknown if k not in {f.name for f in fields(cls)}]
+        if unknown:
+            raise HfgalError(f"{where}: unknown field(s) {', '.join(unknown)} (from a newer hfgal?); upgrade hfgal")
         phases = {
             name: CarbonPhase(**{k: float(value.get(k) or 0.0) for k in PHASE_FIELDS})
             for name, value in data.items()
@@ -263,7 +279,7 @@ class RunRecord:
             if not isinstance(metrics, Mapping) or "accuracy" not in metrics or "macro_f1" not in metrics:
                 raise HfgalError(f"{where}: no {split} metrics; rerun the evaluation of this run")
             data[split] = SplitMetrics.from_dict(metrics, f"{where} ({split})")
-        data["carbon"] = CarbonRecord.from_dict(data.get("carbon"))
+        data["carbon"] = CarbonRecord.from_dict(data.get("carbon"), f"{where} (carbon)")
         data["hardware"] = _from_mapping(Hardware, data.get("hardware") or {}, f"{where} (hardware)")
         data["training"] = _from_mapping(Hyperparameters, data.get("training") or {}, f"{where} (training)")
         if isinstance(data.get("selection_on_test"), Mapping):

@@ -162,7 +162,12 @@ class GZ10TrainingArguments(TrainingArguments):
         },
     )
 
+    # `--push_to_hub true` as the user asked it: hfgal publishes the finished run folder once, as one commit
+    # (`hfgal.hub.push.push_run`), so the Trainer's own push (a repo at start, a commit at every save) stays off.
+    publish_to_hub: bool = field(init=False, default=False)
+
     def __post_init__(self):
+        self.publish_to_hub, self.push_to_hub = bool(self.push_to_hub), False
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise HfgalError(f"--cpu_threads {self.cpu_threads} is not valid; use a whole number >= 1, or omit it")
         if self.use_cpu and self.accelerator_config == {"non_blocking": True}:
@@ -287,6 +292,9 @@ def parse_args(
         )
     if not _given("output_dir", argv, data):
         training_args.output_dir = default_output_dir(model_args.model_name_or_path)
+    if data_args.test_each_eval:  # test is scored beside validation at every evaluation: select on validation's
+        metric = (training_args.metric_for_best_model or "loss").removeprefix("eval_")
+        training_args.metric_for_best_model = metric if metric.startswith("validation_") else f"validation_{metric}"
     check_args(model_args, data_args, training_args)
     return model_args, data_args, training_args
 
@@ -346,13 +354,14 @@ def parse_image_size(value: str | None, tta: bool, d4_augment: bool = False) -> 
 
 
 def resolved_config(model_args, data_args, training_args) -> dict[str, Any]:
-    """Every argument of the run as one flat mapping (no token), re-usable with `--config`."""
+    """Every argument of the run as one flat mapping, re-usable with `--config`: no token, and none of the Trainer
+    flags the recipe refuses (they say nothing about the run)."""
     config: dict[str, Any] = {}
     config.update(asdict(model_args))
     config.update(asdict(data_args))
     train = training_args.to_dict()
     for key in list(train):
-        if "token" in key or key in ("local_rank",) or key.startswith("_"):
+        if "token" in key or key in ("local_rank", "hub_strategy", *REFUSED_FLAGS) or key.startswith("_"):
             train.pop(key)
     init_fields = {f.name for f in fields(GZ10TrainingArguments) if f.init}
     config.update({k: v for k, v in train.items() if k in init_fields})
@@ -362,16 +371,15 @@ def resolved_config(model_args, data_args, training_args) -> dict[str, Any]:
 def push_target(training_args: GZ10TrainingArguments) -> str | None:
     """The Hub repo a run publishes to at its end (`--push_to_hub true --hub_model_id USER/NAME`), or None.
 
-    Everything a push needs is checked now, before hours of training. The Trainer's own push (a commit per save)
-    is switched off: the finished run folder is pushed once, as one commit, by `hfgal.hub.push.push_run`.
+    Everything a push needs is checked now, before hours of training; the finished run folder is pushed once, as one
+    commit, by `hfgal.hub.push.push_run`.
 
     Raises:
         HfgalError: no or a bad repo id, no token, or the Hub switched off.
     """
-    if not training_args.push_to_hub:
+    if not training_args.publish_to_hub:
         return None
     if not training_args.hub_model_id:
         raise HfgalError("--push_to_hub needs --hub_model_id USER/NAME")
     check_push_access(training_args.hub_model_id, flag="--push_to_hub", instead="push later with hfgal push")
-    training_args.push_to_hub = False
     return training_args.hub_model_id

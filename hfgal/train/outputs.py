@@ -6,16 +6,26 @@ The recipe calls these in order after evaluation; every file is written atomical
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_text
+import numpy as np
+
+from ..catalogue import probability_columns, write_table
+from ..constants import GZ10_CLASSES
+from ..data.geometry import Geometry
+from ..data.split import GZ10Splits, SplitInfo
+from ..io import atomic_write_json, atomic_write_text
 from ..models.equivariant import write_remote_code
 from ..models.loading import LoadedModel
 from ..runs import (
     CONFIG_FILE,
     CONFUSION_FILE,
+    MODEL_CONFIG_FILE,
+    PREDICTIONS_FILE,
+    PROCESSOR_FILE,
     CarbonRecord,
     Hyperparameters,
     RunRecord,
@@ -34,24 +44,35 @@ def write_config(out: str | os.PathLike, config: dict[str, Any]) -> Path:
     return atomic_write_text(Path(out) / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
 
-def save_model(trainer: Any, out: str | os.PathLike, loaded: LoadedModel, geometry: Any = None) -> None:
-    """Save the trainer's (selected) model and an image processor that prepares images as training did: the whole
-    image resized to the training size, normalised with the backbone's statistics; or, when training used the
-    checkpoint's own processor's resize and crop (`geometry` crops), that processor itself."""
-    from transformers import ViTImageProcessor
+def save_model(trainer: Any, out: str | os.PathLike, loaded: LoadedModel, geometry: Geometry) -> None:
+    """Save the trainer's (selected) model and the image processor its training was fed by.
 
+    The processor is `geometry` (the resize and crop that filled the uint8 cache) with the normalisation training
+    applied on the device, as a standard transformers image processor (`preprocessor_config.json`), which every
+    consumer of the folder reads: `load_classifier`, `pipeline()`, `hfgal predict`, the Space, the Hub copy. A timm
+    model's `pretrained_cfg` in `config.json` is set to the same, for timm's own loaders.
+    """
+    out = Path(out)
     trainer.save_model(str(out))
     write_remote_code(out)  # an equivariant GCNN's folder carries its modelling code: it loads without hfgal too
-    if getattr(geometry, "crops", False) and loaded.processor is not None:
-        loaded.processor.save_pretrained(str(out))
-        return
-    height, width = loaded.image_size
-    ViTImageProcessor(
-        size={"height": height, "width": width}, image_mean=list(loaded.mean), image_std=list(loaded.std)
-    ).save_pretrained(str(out))
+    atomic_write_json(out / PROCESSOR_FILE, geometry.processor_config(loaded.mean, loaded.std))
+    config_path = out / MODEL_CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    if config.get("model_type") == "timm_wrapper":
+        crop_pct = min(geometry.height, geometry.width) / geometry.resize if geometry.crops else 1.0
+        config["pretrained_cfg"] = {
+            **(config.get("pretrained_cfg") or {}),
+            "input_size": [3, geometry.height, geometry.width],
+            "crop_pct": crop_pct,
+            "crop_mode": "center",
+            "interpolation": geometry.resample,
+            "mean": list(loaded.mean),
+            "std": list(loaded.std),
+        }
+        atomic_write_json(config_path, config)
 
 
-def training_outcome(trainer: Any, loaded: LoadedModel, model: str, carbon: CarbonRecord, num_train: int):
+def training_outcome(trainer: Any, loaded: LoadedModel, model: str, carbon: CarbonRecord) -> dict[str, Any]:
     """What training produced, as `RunRecord` fields (see `hfgal.runs.TRAINING_OUTCOME`).
 
     Time is the wall time of training over every segment of a resumed run (the carbon record's `train` phase: each
@@ -63,14 +84,13 @@ def training_outcome(trainer: Any, loaded: LoadedModel, model: str, carbon: Carb
         loaded: the model as loaded.
         model: the `--model` the run was asked for.
         carbon: the run's carbon record (its `train` phase).
-        num_train: images in the training split.
     """
     from ..models.adapt import count_parameters
 
     total, trainable = count_parameters(trainer.model)
     best = trainer.state.best_model_checkpoint
     seconds = carbon.phases["train"].duration_s
-    images = (trainer.state.epoch or 0.0) * num_train
+    images = (trainer.state.epoch or 0.0) * len(trainer.train_dataset)
     return {
         "model": model,
         "model_type": loaded.model_type,
@@ -122,78 +142,97 @@ def selection_on_test(log_history: list[dict[str, Any]]) -> SelectionOnTest | No
     )
 
 
-def split_fields(split_info: dict[str, Any] | None, requested: str | None) -> dict[str, Any]:
-    """The `RunRecord` fields that say which split a run used, from `load_gz10`'s split info: what the source
-    honoured (e.g. `hub-split` for the published Hub copy), not what was asked for."""
-    if not split_info:
-        return {"split_scheme": requested}
+def split_fields(info: SplitInfo) -> dict[str, Any]:
+    """The `RunRecord` fields that say which split a run used: what the source honoured (e.g. `hub-split` for the
+    published Hub copy), not what was asked for."""
     return {
-        "split_scheme": split_info.get("scheme") or requested,
-        "split": split_info.get("split"),
-        "split_separation_arcsec": split_info.get("separation_arcsec") if split_info.get("grouped") else None,
-        "split_close_pairs": split_info.get("close_pairs"),
+        "split_scheme": info.scheme,
+        "split": info.description,
+        "split_separation_arcsec": info.separation_arcsec if info.grouped else None,
+        "split_close_pairs": info.close_pairs,
     }
 
 
-def build_run_record(
-    *,
-    model_args: Any,
-    data_args: Any,
-    training_args: Any,
+def save_run(
+    trainer: Any,
+    out: str | os.PathLike,
+    args: tuple[Any, Any, Any],
     loaded: LoadedModel,
+    data: dict[str, Any],
+    probabilities: dict[str, tuple[np.ndarray, np.ndarray]],
     outcome: dict[str, Any],
-    predictions: dict[str, tuple[Any, Any]],
-    carbon: Any,
-    cache_build_seconds: float,
-    split_info: dict[str, Any] | None = None,
-    geometry: Any = None,
-    log_history: list[dict[str, Any]] | None = None,
+    carbon: CarbonRecord,
 ) -> RunRecord:
-    """The run's `RunRecord` from its arguments and what training and evaluation measured.
+    """Write what a finished run leaves, results.json last (it marks the run complete): the selected model with its
+    image processor, predictions.csv, confusion_matrix.png and the record.
 
     Args:
-        model_args, data_args, training_args: the parsed recipe arguments.
+        trainer: the trainer holding the selected model.
+        out: the run folder.
+        args: the parsed recipe arguments `(model_args, data_args, training_args)`.
         loaded: the model as loaded.
+        data: `hfgal.train.finetune.prepare_data`'s splits, geometry, `GZ10Splits` and cache time.
+        probabilities: `{"validation": (probabilities, true labels), "test": ...}` of the selected model.
         outcome: `training_outcome(...)`, or the shared run's (with `trained_by`).
-        predictions: `{"validation": (predicted, true), "test": (predicted, true)}` class ids of the selected model.
         carbon: the run's `CarbonRecord`.
-        cache_build_seconds: time spent building the uint8 cache in this run.
-        split_info: the loaded `DatasetDict`'s `split_info` (`hfgal.data.sources.load_gz10`): the split used.
-        geometry: how images were prepared (`hfgal.models.preprocessing.input_geometry`).
-        log_history: the trainer's log history, for the `--test_each_eval` diagnostic.
+
+    Returns:
+        The run's `RunRecord`, as saved.
     """
-    height, width = loaded.image_size
-    world = training_args.world_size
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    model_args, data_args, training_args = args
+    save_model(trainer, out, loaded, data["geometry"])
+    write_predictions(out, data["gz10"], probabilities)
+    predictions = {split: (p.argmax(-1), labels) for split, (p, labels) in probabilities.items()}
     metrics = {split: SplitMetrics(**compute_gz10_metrics(*pair)) for split, pair in predictions.items()}
-    versions = versions_info()
-    return RunRecord(
+    world, local_world = training_args.world_size, int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    geometry, versions = data["geometry"], versions_info()
+    record = RunRecord(
         **outcome,
         validation=metrics["validation"],
         test=metrics["test"],
-        image_size=height if height == width else [height, width],
+        image_size=geometry.size if isinstance(geometry.size, int) else list(geometry.size),
         linear_probe=model_args.linear_probe,
         d4_augment=data_args.d4_augment,
         tta=data_args.tta,
         dataset=data_args.dataset,
         dataset_revision=data_args.dataset_revision,
-        **split_fields(split_info, data_args.split_scheme),
-        preprocessing=geometry.describe() if hasattr(geometry, "describe") else "whole image resized",
+        **split_fields(data["gz10"].info),
+        preprocessing=geometry.describe(),
         normalization={"mean": list(loaded.mean), "std": list(loaded.std)},
         protocol=training_args.protocol,
-        selection_on_test=selection_on_test(log_history or []),
+        selection_on_test=selection_on_test(trainer.state.log_history),
         seed=training_args.seed,
         run_name=training_args.run_name or Path(training_args.output_dir).name,
         carbon=carbon,
-        cache_build_seconds=cache_build_seconds,
+        cache_build_seconds=data["cache_seconds"],
         hardware=hardware_info(world, max(1, world // max(1, local_world))),
         training=hyperparameters(training_args, model_args.layer_decay),
         versions=versions,
         hfgal_version=versions["hfgal"],
     )
-
-
-def plot_test_confusion(record: RunRecord, out: str | os.PathLike, class_names: Any) -> Path:
-    """`confusion_matrix.png`: the row-normalised test confusion matrix of the selected model."""
     path, title = Path(out) / CONFUSION_FILE, f"{record.model} — GZ10 test"
-    return plot_confusion_matrix(record.test.confusion_matrix, list(class_names), path, title=title)
+    plot_confusion_matrix(record.test.confusion_matrix, list(GZ10_CLASSES), path, title=title)
+    record.save(out)
+    return record
+
+
+def write_predictions(
+    out: str | os.PathLike, gz10: GZ10Splits, probabilities: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> Path:
+    """`predictions.csv`: every validation and test galaxy as the selected model scored it, a catalogue row each
+    (split, row, gz10_index, ra, dec, label, predicted, probability of every class)."""
+    columns: dict[str, list] = {name: [] for name in ("split", "row", "gz10_index", "ra", "dec", "label", "predicted")}
+    names = probability_columns(GZ10_CLASSES)
+    columns.update({name: [] for name in names})
+    for split, (probs, labels) in probabilities.items():
+        meta = gz10.splits[split].select_columns(["gz10_index", "ra", "dec"]).with_format("numpy")[:]
+        columns["split"] += [split] * len(labels)
+        columns["row"] += list(range(len(labels)))
+        columns["gz10_index"] += [int(i) for i in meta["gz10_index"]]
+        columns["ra"] += [None if np.isnan(v) else float(v) for v in meta["ra"]]
+        columns["dec"] += [None if np.isnan(v) else float(v) for v in meta["dec"]]
+        columns["label"] += [GZ10_CLASSES[int(i)] for i in labels]
+        columns["predicted"] += [GZ10_CLASSES[int(i)] for i in probs.argmax(-1)]
+        for k, name in enumerate(names):
+            columns[name] += [float(p) for p in probs[:, k]]
+    return write_table(Path(out) / PREDICTIONS_FILE, columns)

@@ -118,14 +118,69 @@ def _check_checkpoint(ckpt: Path) -> None:
 # --------------------------------------------------------------------------- shared training
 
 
-# Settings that do not change what is trained: a run may share the training of one that differs only in these.
-EVALUATION_ONLY_SETTINGS = frozenset(
-    {"tta", "trained_run", "output_dir", "run_name", "logging_dir", "overwrite_output_dir", "resume_from_checkpoint"}
-    | {"push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "per_device_eval_batch_size"}
+# Settings that change neither what is trained nor what is measured: a run folder may be resumed or finished with
+# other values of these (another machine, another cache, a push added at the end).
+RUNTIME_SETTINGS = frozenset(
+    {"output_dir", "run_name", "logging_dir", "overwrite_output_dir", "resume_from_checkpoint", "image_cache_dir"}
+    | {"push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "hub_revision", "per_device_eval_batch_size"}
     | {"dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor", "disable_tqdm"}
-    | {"report_to", "image_cache_dir", "license", "cpu_threads"}
-    | {"carbon_tracking_mode", "concurrent_runs", "gpu_share", "test_each_eval", "protocol"}
+    | {"report_to", "license", "cpu_threads", "carbon_tracking_mode", "concurrent_runs", "gpu_share", "logging_steps"}
+    | {"save_total_limit"}
 )
+# Settings that do not change what is trained: a run may share the training of one that differs only in these.
+EVALUATION_ONLY_SETTINGS = RUNTIME_SETTINGS | {"tta", "trained_run", "test_each_eval", "protocol"}
+
+
+def differing_settings(theirs: dict[str, Any], ours: dict[str, Any], allowed: frozenset[str]) -> list[str]:
+    """The settings, outside `allowed`, in which two resolved recipe configs differ (compared as config.yaml holds
+    them), sorted."""
+    import yaml
+
+    ours = yaml.safe_load(yaml.safe_dump(ours, sort_keys=False))  # the types config.yaml holds
+    return sorted(k for k in (theirs.keys() | ours.keys()) - allowed if theirs.get(k) != ours.get(k))
+
+
+def _named(keys: list[str]) -> str:
+    return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+
+
+def claim_run_folder(output_dir: str | os.PathLike, config: dict[str, Any], overwrite: bool) -> bool:
+    """Check that the run folder holds nothing, or this very run; say whether that run is already finished.
+
+    A folder that holds another run (its config.yaml records other settings: another model, data or recipe) is
+    never resumed, finished or overwritten by accident: only `--overwrite_output_dir true` replaces it.
+
+    Args:
+        output_dir: the run folder.
+        config: this run's resolved recipe config.
+        overwrite: `--overwrite_output_dir`: the folder's run is replaced, whatever it was.
+
+    Returns:
+        True when the folder already holds this run, finished (its results.json is complete).
+
+    Raises:
+        HfgalError: the folder holds a run of other settings (named).
+    """
+    import yaml
+
+    out = Path(output_dir)
+    if overwrite or not (out / CONFIG_FILE).is_file():
+        return False
+    try:
+        theirs = yaml.safe_load((out / CONFIG_FILE).read_text())
+    except yaml.YAMLError:
+        theirs = None
+    if not isinstance(theirs, dict):
+        raise HfgalError(
+            f"{out / CONFIG_FILE} is unreadable; pass another --output_dir, or --overwrite_output_dir true"
+        )
+    differ = differing_settings(theirs, config, RUNTIME_SETTINGS)
+    if differ:
+        raise HfgalError(
+            f"{out} holds a run with other settings ({_named(differ)}); pass another --output_dir, or "
+            "--overwrite_output_dir true to replace that run"
+        )
+    return read_results(out) is not None
 
 
 def shared_training(trained_run: str, config: dict[str, Any]) -> RunRecord:
@@ -150,13 +205,10 @@ def shared_training(trained_run: str, config: dict[str, Any]) -> RunRecord:
         theirs = None
     if results is None or not isinstance(theirs, dict):
         raise HfgalError(f"--trained_run {trained_run}: no finished run there (results.json, config.yaml); run it")
-    ours = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))  # the types config.yaml holds
-    keys = (theirs.keys() | ours.keys()) - EVALUATION_ONLY_SETTINGS
-    differ = sorted(k for k in keys if theirs.get(k) != ours.get(k))
+    differ = differing_settings(theirs, config, EVALUATION_ONLY_SETTINGS)
     if differ:
-        named = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
         raise HfgalError(
-            f"--trained_run {trained_run} was trained with other settings ({named}); only evaluation settings "
-            "such as --tta may differ"
+            f"--trained_run {trained_run} was trained with other settings ({_named(differ)}); only evaluation "
+            "settings such as --tta may differ"
         )
     return results

@@ -58,18 +58,39 @@ class GZ10Trainer(Trainer):
         self.channels_last = self.args.device.type == "cuda"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._draw = (-1, 0)  # (optimizer step, micro-batch within it) of the last augmentation drawn
+
+    def augmentation_generator(self, device: torch.device) -> torch.Generator:
+        """The random stream of the next training batch's augmentation.
+
+        Seeded by (seed, process index, optimizer step, micro-batch within the step): every DDP rank and every
+        micro-batch draws its own views, as a per-sample transform in each rank's data loader would; the same seed
+        draws the same ones again, and a resumed run draws exactly those of the uninterrupted run.
+        """
+        step = self.state.global_step
+        micro = self._draw[1] + 1 if self._draw[0] == step else 0
+        self._draw = (step, micro)
+        generator = self._generators.get(device)
+        if generator is None:
+            generator = self._generators[device] = torch.Generator(device=device)
+        return generator.manual_seed(augmentation_seed(self.args.seed, self.args.process_index, step, micro))
+
+    def augment(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """A training batch as the model sees it: `(B, 3, H, W)` uint8 -> a random D4 view and a small zoom/shift of
+        every image (as switched on), normalised."""
+        x, generator = pixel_values, self.augmentation_generator(pixel_values.device)
+        if self.d4_augment and self.affine_augment:
+            # The D4 view folds into the affine sampling grid: one resampling pass instead of a permutation + one.
+            return random_dihedral_affine(normalize(x, self.mean, self.std), generator=generator)
+        if self.d4_augment:
+            x = random_dihedral(x, generator=generator)
+        x = normalize(x, self.mean, self.std)
+        return random_affine(x, generator=generator) if self.affine_augment else x
 
     def _pixels(self, inputs: dict[str, torch.Tensor], train: bool) -> torch.Tensor:
         x = inputs["pixel_values"]  # (B, 3, H, W) uint8 on device
-        if train and self.d4_augment and self.affine_augment:
-            # The D4 view folds into the affine sampling grid: one resampling pass instead of a permutation + one.
-            x = random_dihedral_affine(normalize(x, self.mean, self.std))
-        else:
-            if train and self.d4_augment:
-                x = random_dihedral(x)
-            x = normalize(x, self.mean, self.std)
-            if train and self.affine_augment:
-                x = random_affine(x)
+        x = self.augment(x) if train else normalize(x, self.mean, self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -145,6 +166,13 @@ class GZ10Trainer(Trainer):
         return self.optimizer
 
 
+def augmentation_seed(seed: int, process_index: int, step: int, micro_batch: int) -> int:
+    """The seed of one training batch's augmentation: independent streams for every (seed, process, optimizer step,
+    micro-batch), mixed by numpy's `SeedSequence` so that nearby integers give unrelated streams."""
+    entropy = np.random.SeedSequence([seed, process_index, step, micro_batch])
+    return int(entropy.generate_state(1, np.uint64)[0] >> 1)
+
+
 def _prepare_for_ddp(model, args: TrainingArguments, image_size: tuple[int, int]) -> None:
     """Let DDP skip its per-step search for unused parameters (Trainer turns it on for every model).
 
@@ -172,23 +200,23 @@ def end_distributed() -> None:
         state.destroy_process_group()
 
 
-def predict_labels(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted and true class ids over a split; each image counted exactly once across processes."""
+def predict_probabilities(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities `(N, C)` float64 and true class ids over a split; each image counted exactly once across
+    processes. With TTA the probabilities are the mean over the 8 D4 views."""
     output = trainer.predict(dataset)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    return np.asarray(logits).argmax(-1), np.asarray(output.label_ids)
+    logits = np.asarray(logits, dtype=np.float64)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    return probabilities / probabilities.sum(-1, keepdims=True), np.asarray(output.label_ids)
 
 
-def evaluation_sets(splits: dict[str, Any], training_args: TrainingArguments, test_each_eval: bool = False):
+def evaluation_sets(splits: dict[str, Any], test_each_eval: bool = False):
     """What the Trainer evaluates during training: validation, which selects the checkpoint.
 
-    With `test_each_eval`, test is scored too at every evaluation (as `eval_test_*`), never to select: the selection
-    metric is pointed at validation's (`validation_accuracy`), and the test scores only feed the labelled
-    diagnostic of what selecting on test would have reported.
+    With `test_each_eval`, test is scored too at every evaluation (as `eval_test_*`), never to select (the recipe's
+    arguments then select on `validation_<metric>`, see `hfgal.train.args.parse_args`): the test scores only feed
+    the labelled diagnostic of what selecting on test would have reported.
     """
     if not test_each_eval:
         return splits["validation"]
-    metric = (training_args.metric_for_best_model or "loss").removeprefix("eval_")
-    if not metric.startswith("validation_"):
-        training_args.metric_for_best_model = f"validation_{metric}"
     return {"validation": splits["validation"], "test": splits["test"]}
