@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,30 +209,6 @@ def test_unused_parameters_are_found_and_frozen():
     assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
 
 
-@pytest.mark.slow
-def test_two_process_ddp_counts_each_test_image_once(tmp_path, sample_dir, image_cache):
-    out = tmp_path / "ddp"
-    # DINOv2 carries a parameter classification never uses (mask_token): DDP without the per-step search for
-    # unused parameters only works because hfgal freezes it first.
-    args = finetune_args(out, sample_dir, "dinov2", max_steps=3, per_device_eval_batch_size=3)
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-        str(FINETUNE), *args,
-    ]  # fmt: skip
-    env = subprocess_env(HFGAL_CACHE=str(image_cache), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "find_unused_parameters=True was specified" not in proc.stderr
-    assert "DDP: froze dinov2.embeddings.mask_token" in proc.stderr
-    results = json.loads((out / "results.json").read_text())
-    assert results["hardware"]["num_processes"] == 2  # both ranks ran
-    assert results["global_step"] == 3
-    # 3 test images over 2 ranks: the distributed sampler's padding duplicate would make 4.
-    assert np.asarray(results["test"]["confusion_matrix"]).sum() == 3
-    assert results["test"]["num_examples"] == 3
-
-
 def test_accelerate_configs_load():
     from accelerate.commands.config.config_args import load_config_from_file
 
@@ -315,3 +291,81 @@ def test_every_recipe_yaml_has_its_launch_command_in_the_recipes_readme():
     for path in sorted((REPO_ROOT / "recipes").rglob("*.yaml")):
         rel = path.relative_to(REPO_ROOT).as_posix()
         assert any(rel in line for line in commands), f"{rel} has no launch command in recipes/README.md"
+
+
+# --------------------------------------------------------------------------- the run folder and the flags it takes
+
+
+def test_the_default_run_folder_is_named_after_the_model(tmp_path):
+    from hfgal.train.args import parse_args
+
+    def output_dir(*argv: str) -> str:
+        return parse_args(list(argv))[2].output_dir
+
+    assert output_dir() == "outputs/convnextv2-tiny"  # the recipe's default model
+    assert output_dir("--model", "facebook/dinov2-base") == "outputs/facebook--dinov2-base"
+    assert output_dir("--model", "timm:resnet18") == "outputs/timm-resnet18"
+    folder = tmp_path / "my-checkpoint"
+    folder.mkdir()
+    assert output_dir("--model", str(folder)) == "outputs/my-checkpoint"
+    assert output_dir("--model", "vit-base", "--output_dir", str(tmp_path / "run")) == str(tmp_path / "run")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: vit-base\noutput_dir: runs/vit\n")
+    assert output_dir("--config", str(recipe)) == "runs/vit"
+    assert output_dir("--config", "offline") == "outputs/offline-convnextv2"  # a recipe shipped with hfgal, by name
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--do_train"], "--do_train is not used by this recipe"),
+        (["--do_eval", "false"], "--do_eval is not used by this recipe"),
+        (["--do_predict=true"], "--do_predict is not used by this recipe"),
+        (["--hub_always_push", "true"], "--hub_always_push is not used by this recipe"),
+        (["--hub_strategy", "checkpoint"], "--hub_strategy checkpoint is not supported"),
+    ],
+)
+def test_trainer_flags_the_recipe_would_ignore_are_refused(argv, needle, tmp_path):
+    from hfgal.train.args import parse_args
+
+    with pytest.raises(HfgalError, match=needle) as err:
+        parse_args([*argv, "--output_dir", str(tmp_path)])
+    assert "\n" not in str(err.value)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("do_train: true\n")
+    with pytest.raises(HfgalError, match="--do_train is not used"):
+        parse_args(["--config", str(recipe)])
+    _, _, args = parse_args(["--hub_strategy", "end", "--hub_revision", "v1", "--output_dir", str(tmp_path)])
+    assert args.hub_revision == "v1"  # honoured: the push at the end goes to that branch
+
+
+def test_config_is_listed_in_help(capsys):
+    from hfgal.train.args import parse_args
+
+    with pytest.raises(SystemExit) as done:
+        parse_args(["--help"], prog="hfgal train")
+    assert done.value.code == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: hfgal train") and "--config CONFIG" in usage and "shipped with hfgal" in usage
+
+
+@pytest.mark.slow
+def test_a_run_folder_refuses_another_run_in_one_line(trained_run, sample_dir, tmp_path):
+    before = (trained_run / "results.json").read_bytes()
+    other = finetune_args(trained_run, sample_dir, "vit", max_steps=4)  # the same folder, another model
+    for extra in ([], ["--resume_from_checkpoint", "true"]):
+        proc = _recipe(*other, *extra)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("finetune.py: error: ")
+        assert f"{trained_run} holds a run with other settings (" in proc.stderr
+        assert "model_name_or_path" in proc.stderr
+        assert "--overwrite_output_dir true" in proc.stderr
+    assert (trained_run / "results.json").read_bytes() == before  # nothing of the finished run was touched
+    # An unfinished run is resumed only by a request with its own settings.
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(trained_run, unfinished)
+    for name in ("results.json", "README.md", "model.safetensors"):
+        (unfinished / name).unlink()
+    proc = _recipe(*finetune_args(unfinished, sample_dir, "convnextv2", max_steps=4, learning_rate=0.01))
+    assert proc.returncode == 1 and "holds a run with other settings (learning_rate)" in proc.stderr
+    assert not (unfinished / "results.json").exists()
