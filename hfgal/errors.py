@@ -51,6 +51,31 @@ def _trainer_debug_flag(argv: list[str]) -> bool:
     return all(part in {o.value for o in DebugOption} for part in value.split())
 
 
+# The modules each optional extra of pyproject.toml installs (as imported).
+EXTRA_MODULES = {
+    "train": ("datasets", "accelerate", "evaluate", "codecarbon", "timm", "h5py", "scipy", "matplotlib", "pyarrow"),
+    "demo": ("gradio", "matplotlib"),
+    "astro": ("astropy",),
+}
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Check that the packages of an optional extra are installed, or say in one line how to install them.
+
+    Args:
+        extra: the extra (`train`, `demo`, `astro`).
+        what: what needs them, for the message (e.g. "hfgal train").
+
+    Raises:
+        HfgalError: naming the missing modules and `pip install 'hfgal[<extra>]'`.
+    """
+    import importlib.util
+
+    missing = [module for module in EXTRA_MODULES[extra] if importlib.util.find_spec(module) is None]
+    if missing:
+        raise HfgalError(f"{what} needs {', '.join(missing)} (the {extra} extra): pip install 'hfgal[{extra}]'")
+
+
 class OneLineUsageErrors:
     """Mixin for `argparse.ArgumentParser` subclasses: a usage error is one line, like every other hfgal error,
     and flags are never abbreviated.

@@ -64,12 +64,16 @@ def test_space_folder_holds_app_requirements_card_examples_and_models(space_dir,
         assert (space_dir / "examples" / r["file_name"]).read_bytes() == (sample_dir / r["file_name"]).read_bytes()
     assert sorted(p.name for p in (space_dir / "examples").glob("*.png")) == sorted(r["file_name"] for r in rows)
 
-    # requirements pin what built the Space (local tags like +cu130 dropped so PyPI resolves them).
+    # requirements pin what built the Space (local tags like +cu130 dropped so PyPI resolves them), torch and
+    # torchvision as CPU builds from PyTorch's CPU index: a Space runs on a CPU unless upgraded.
     lines = (space_dir / "requirements.txt").read_text().splitlines()
-    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines
+    pins = dict(line.split("==") for line in lines if line and not line.startswith(("#", "--")))
     assert "hfgal" not in pins  # not on PyPI: the Space carries the package itself
-    for dist in ("gradio", "torch", "transformers", "timm", "huggingface_hub"):
+    for dist in ("gradio", "transformers", "timm", "huggingface_hub"):
         assert pins[dist] == metadata.version(dist).split("+")[0]
+    for dist in ("torch", "torchvision"):
+        assert pins[dist] == metadata.version(dist).split("+")[0] + "+cpu"
     # The copy of hfgal next to app.py is what the Space imports (the script's folder comes first on sys.path).
     package = Path(hfgal.__file__).parent
     for source in package.rglob("*.py"):

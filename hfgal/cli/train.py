@@ -21,6 +21,9 @@ def register(subparsers: Any) -> None:
 
 def train_command(args: Any) -> int:
     """Handler of `hfgal train`: parse the recipe's arguments and run it in this process."""
+    from ..errors import require_extra
+
+    require_extra("train", "hfgal train")
     from ..train.args import parse_args
     from ..train.finetune import main
 

@@ -153,20 +153,31 @@ def _write_metadata(dest: Path, rows: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- files
 
 
+# A Space runs on CPU hardware unless it is upgraded: PyPI's Linux torch is a CUDA build (gigabytes of CUDA
+# libraries a CPU Space never uses), so torch and torchvision come from PyTorch's CPU index instead.
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+CPU_BUILDS = ("torch", "torchvision")
+
+
 def pinned_requirements() -> str:
-    """requirements.txt pinning the demo's dependencies to the versions installed here.
+    """requirements.txt pinning the demo's dependencies to the versions installed here, torch as a CPU build.
 
     hfgal itself travels as source next to `app.py` (`copy_hfgal_source`). Local version tags (`2.4.0+cu121`)
-    are dropped so the pins resolve on PyPI; packages not installed here (astropy without the `astro` extra) are
-    left out.
+    are dropped so the pins resolve on PyPI, and torch/torchvision are pinned as the `+cpu` builds of PyTorch's CPU
+    index (a Space's default hardware is a CPU); packages not installed here (astropy without the `astro` extra)
+    are left out.
     """
-    lines = [f"# hfgal {__version__} ships in ./hfgal (a copy of the package that built this Space)"]
+    lines = [
+        f"# hfgal {__version__} ships in ./hfgal (a copy of the package that built this Space)",
+        "# torch and torchvision: CPU builds, for the Space's default CPU hardware",
+        f"--extra-index-url {CPU_INDEX}",
+    ]
     for dist in PINNED_DISTRIBUTIONS:
         try:
-            version = metadata.version(dist)
+            version = metadata.version(dist).split("+")[0]
         except metadata.PackageNotFoundError:
             continue
-        lines.append(f"{dist}=={version.split('+')[0]}")
+        lines.append(f"{dist}=={version}+cpu" if dist in CPU_BUILDS else f"{dist}=={version}")
     return "\n".join(lines) + "\n"
 
 
