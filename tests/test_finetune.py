@@ -369,3 +369,17 @@ def test_a_run_folder_refuses_another_run_in_one_line(trained_run, sample_dir, t
     proc = _recipe(*finetune_args(unfinished, sample_dir, "convnextv2", max_steps=4, learning_rate=0.01))
     assert proc.returncode == 1 and "holds a run with other settings (learning_rate)" in proc.stderr
     assert not (unfinished / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_the_step_schedule_drives_the_trainers_learning_rate(tmp_path, sample_dir, image_cache):
+    """`--lr_step_epochs` (the published GCNN's schedule) is the Trainer's scheduler: x0.1 at each epoch listed."""
+    out = tmp_path / "steps"
+    # 24 training images in batches of 16: 2 optimizer steps per epoch, milestones after steps 2 and 4.
+    args = finetune_args(out, sample_dir, max_steps=6, lr_step_epochs="1,2", lr_step_gamma="0.1", warmup_steps="0")
+    assert run_finetune_main(args) == 0
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    rates = [round(entry["learning_rate"], 9) for entry in state["log_history"] if "learning_rate" in entry]
+    assert sorted(set(rates), reverse=True) == [0.003, 0.0003, 3e-05] and rates == sorted(rates, reverse=True)
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["lr_scheduler_type"] == "step (x0.1 at epochs 1,2)"

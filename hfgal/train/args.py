@@ -109,6 +109,14 @@ class GZ10TrainingArguments(TrainingArguments):
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.1, metadata={"help": "warmup steps, or a fraction of training if < 1"})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "cosine, linear, ..."})
+    lr_step_epochs: str | None = field(
+        default=None,
+        metadata={
+            "help": "step schedule instead of --lr_scheduler_type: multiply the learning rate by --lr_step_gamma at "
+            "these epochs, e.g. 25,50,75 (the published GCNN recipe), after the warm-up"
+        },
+    )
+    lr_step_gamma: float = field(default=0.1, metadata={"help": "factor of the step schedule at each epoch listed"})
     label_smoothing_factor: float = field(default=0.1, metadata={"help": "label smoothing of the loss"})
     num_train_epochs: float = field(default=30.0, metadata={"help": "epochs"})
     per_device_train_batch_size: int = field(default=64, metadata={"help": "batch per device"})
@@ -311,6 +319,12 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, training_ar
         raise HfgalError(
             f"--split_scheme {data_args.split_scheme!r} is not valid; use {' or '.join(SCHEMES)}, or leave it unset"
         )
+    if training_args.lr_step_epochs is not None:
+        from .schedules import parse_milestones
+
+        parse_milestones(training_args.lr_step_epochs)
+        if not training_args.lr_step_gamma > 0:
+            raise HfgalError(f"--lr_step_gamma {training_args.lr_step_gamma} must be positive, e.g. 0.1")
     if data_args.preprocessing not in ("resize", "processor"):
         raise HfgalError(f"--preprocessing {data_args.preprocessing!r} is not valid; use resize or processor")
     if data_args.preprocessing == "processor" and model_args.image_size:

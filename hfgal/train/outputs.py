@@ -119,13 +119,19 @@ def hyperparameters(training_args: Any, layer_decay: float | None) -> Hyperparam
         max_steps=training_args.max_steps,
         weight_decay=training_args.weight_decay,
         warmup_steps=training_args.warmup_steps,
-        lr_scheduler_type=str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
+        lr_scheduler_type=_schedule(training_args),
         label_smoothing_factor=training_args.label_smoothing_factor,
         layer_decay=layer_decay,
         optim=str(getattr(training_args.optim, "value", training_args.optim)),
         bf16=training_args.bf16,
         fp16=training_args.fp16,
     )
+
+
+def _schedule(training_args: Any) -> str:
+    if training_args.lr_step_epochs is not None:
+        return f"step (x{training_args.lr_step_gamma:g} at epochs {training_args.lr_step_epochs})"
+    return str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type))
 
 
 def selection_on_test(log_history: list[dict[str, Any]]) -> SelectionOnTest | None:

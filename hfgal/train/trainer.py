@@ -140,6 +140,24 @@ class GZ10Trainer(Trainer):
             return [], None
         return super().get_batch_samples(epoch_iterator, num_batches, device)
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The Trainer's scheduler, or the step schedule of `--lr_step_epochs` (x `--lr_step_gamma` at each epoch
+        listed, after the warm-up; `hfgal.train.schedules`)."""
+        if self.args.lr_step_epochs is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        from .schedules import step_decay_schedule
+
+        batches = len(self.get_train_dataloader())
+        self.lr_scheduler = step_decay_schedule(
+            self.optimizer if optimizer is None else optimizer,
+            steps_per_epoch=max(1, -(-batches // self.args.gradient_accumulation_steps)),
+            milestones=self.args.lr_step_epochs,
+            gamma=self.args.lr_step_gamma,
+            warmup_steps=self.args.get_warmup_steps(num_training_steps),
+        )
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
     def create_optimizer(self, model=None):
         if self.layer_decay is None or self.optimizer is not None:
             return super().create_optimizer(model) if model is not None else super().create_optimizer()
