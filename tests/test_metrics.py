@@ -1,4 +1,4 @@
-"""GZ10 metrics: hand-computed cases, the bootstrap interval, the confusion-matrix figure, scikit-learn parity."""
+"""GZ10 metrics: hand-computed cases, the Wilson interval, the confusion-matrix figure, scikit-learn parity."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hfgal.constants import GZ10_CLASSES
 from hfgal.errors import HfgalError
 from hfgal.runs import most_confused_pairs, plot_confusion_matrix
-from hfgal.train.metrics import GZ10Metrics, compute_gz10_metrics, compute_metrics_fn
+from hfgal.train.metrics import GZ10Metrics, accuracy_interval, compute_gz10_metrics, compute_metrics_fn
 
 METRIC_KEYS = {
     "accuracy",
@@ -26,7 +26,7 @@ def test_perfect_predictions():
     m = compute_gz10_metrics(labels, labels)
     assert set(m) == METRIC_KEYS
     assert m["accuracy"] == m["balanced_accuracy"] == m["macro_f1"] == 1.0
-    assert m["accuracy_ci95"] == [1.0, 1.0]
+    assert m["accuracy_ci95"] == pytest.approx([30 / (30 + 1.959964**2), 1.0])  # Wilson's lower bound at p = 1
     assert m["num_examples"] == 30
     assert list(m["per_class"]) == list(GZ10_CLASSES)
     for stats in m["per_class"].values():
@@ -36,9 +36,7 @@ def test_perfect_predictions():
 
 def test_known_confusion_by_hand():
     # true a a a b b c / predicted a a b b c c
-    m = compute_gz10_metrics(
-        [0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 2], num_classes=3, class_names=["a", "b", "c"], bootstrap=50
-    )
+    m = compute_gz10_metrics([0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 2], num_classes=3, class_names=["a", "b", "c"])
     assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["per_class"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
@@ -63,26 +61,57 @@ def test_absent_classes_count_as_zero_and_are_left_out_of_averages():
     assert m["accuracy"] == 0.75
 
 
-def test_bootstrap_interval_brackets_accuracy_and_is_reproducible():
+@pytest.mark.parametrize(
+    ("correct", "n", "low", "high"),
+    [
+        # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (score interval without continuity
+        # correction), to the 4 decimals it prints.
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+        (86, 100, 0.7786, 0.9147),
+    ],
+)
+def test_accuracy_interval_is_the_wilson_score_interval(correct, n, low, high):
+    assert accuracy_interval(correct, n) == pytest.approx([low, high], abs=5e-5)
+    # The closed form: centre (p + z^2/2n) / (1 + z^2/n), half-width z / (1 + z^2/n) sqrt(p(1-p)/n + z^2/4n^2).
+    p, z = correct / n, 1.959963984540054
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert accuracy_interval(correct, n) == pytest.approx([centre - half, centre + half], abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 7, 200, 10_000])
+def test_accuracy_interval_edges_stay_in_0_1_and_bracket_the_accuracy(n):
+    none_right, all_right = accuracy_interval(0, n), accuracy_interval(n, n)
+    assert none_right[0] == 0.0 and 0.0 < none_right[1] < 1.0
+    assert all_right[1] == 1.0 and 0.0 < all_right[0] < 1.0
+    assert all_right == pytest.approx([1 - none_right[1], 1.0])  # symmetric under correct <-> wrong
+    for correct in range(0, n + 1, max(1, n // 10)):
+        low, high = accuracy_interval(correct, n)
+        assert 0.0 <= low <= correct / n <= high <= 1.0
+
+
+def test_metrics_interval_is_the_wilson_interval_of_the_test_accuracy():
     rng = np.random.default_rng(3)
     refs = rng.integers(0, 10, 400)
     preds = np.where(rng.random(400) < 0.7, refs, (refs + 1) % 10)
-    a = compute_gz10_metrics(preds, refs, seed=0)
-    b = compute_gz10_metrics(preds, refs, seed=0)
-    c = compute_gz10_metrics(preds, refs, seed=1)
-    lo, hi = a["accuracy_ci95"]
-    assert lo < a["accuracy"] < hi
+    m = compute_gz10_metrics(preds, refs)
+    correct = int((preds == refs).sum())
+    assert m["accuracy"] == correct / 400
+    assert m["accuracy_ci95"] == accuracy_interval(correct, 400)
+    lo, hi = m["accuracy_ci95"]
     # a binomial 95 % interval for n=400 is about +-1.96 * sqrt(p(1-p)/n) = +-0.045
-    assert 0.06 < hi - lo < 0.12
-    assert a["accuracy_ci95"] == b["accuracy_ci95"]
-    assert a["accuracy_ci95"] != c["accuracy_ci95"]
+    assert lo < m["accuracy"] < hi and 0.06 < hi - lo < 0.12
+    assert compute_gz10_metrics(preds, refs)["accuracy_ci95"] == m["accuracy_ci95"]  # no randomness
 
 
 def test_metric_accumulates_batches_like_any_evaluate_module():
     metric = GZ10Metrics(keep_in_memory=True)
     metric.add_batch(predictions=[0, 1], references=[0, 1])
     metric.add_batch(predictions=[2, 2], references=[2, 3])
-    m = metric.compute(bootstrap=10)
+    m = metric.compute()
     assert m["num_examples"] == 4
     assert m["accuracy"] == 0.75
     assert m["confusion_matrix"][3][2] == 1
@@ -187,7 +216,7 @@ def test_matches_scikit_learn():
         present = rng.choice(10, size=int(rng.integers(1, 11)), replace=False)
         refs = rng.choice(present, size=n)
         preds = np.where(rng.random(n) < 0.6, refs, rng.integers(0, 10, n))
-        m = compute_gz10_metrics(preds, refs, bootstrap=10)
+        m = compute_gz10_metrics(preds, refs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             precision, recall, f1, support = precision_recall_fscore_support(
