@@ -1,9 +1,10 @@
 """Study plans: a study YAML checked and expanded into one `PlannedRun` per (model, pretraining, variant, seed).
 
 A study YAML names models (Table 1: one pretrained checkpoint per row; Table 2: one architecture per row with
-no-pretraining / ImageNet / Zoobot columns), seeds and optional variants. `load_study` checks every key (unknown
-ones are one-line errors), resolves `include`s and recipe configs, and `plan_study` gives each run its own
-folder name and exact recipe arguments. Running them is `hfgal.study.runner`'s job.
+no-pretraining / ImageNet / Zoobot columns), seeds and optional variants. `resolve_study_config` checks it against
+the schema (`hfgal.study.schema`: unknown keys are one-line errors) and folds in its `include`s and recipe configs;
+`plan_study` gives each run its own folder name and exact recipe arguments. Running them is
+`hfgal.study.runner`'s job.
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import HfgalError
-from .protocols import PUBLISHED_TABLE1, PUBLISHED_TABLE2, Protocol, check_one_architecture, protocol
-
-DEFAULT_SEEDS = (0, 1, 2)
-TABLE2_COLUMNS = ("none", "imagenet", "zoobot")
-VARIANT_KEYS = ("d4_augment", "tta", "linear_probe")
+from ..io import shipped_file
+from .protocols import Protocol, check_one_architecture, protocol
+from .schema import StudyFile, Table1Row, Table2Row, validate_study
 
 # A study folder: study.yaml (the resolved config), runs/<slug>/ (one fine-tuning run folder each, plus the runner's
 # record of how it was launched, its log and, when it failed, error.txt) and report/.
@@ -29,21 +27,6 @@ RUNS_DIR = "runs"
 RUN_RECORD = "study_run.json"  # the command a run folder was launched with, to spot stale runs
 RUN_LOG = "study_run.log"
 ERROR_FILE = "error.txt"
-
-_STUDY_KEYS = {"name", "description", "dataset", "seeds", "defaults", "config", "runs", "include"}
-_STUDY_KEYS |= {"variants", "variant_args", "protocol"}
-_COMMON_ENTRY_KEYS = {"name", "family", "table", "args", "config", "model_config_overrides", "published"}
-_COMMON_ENTRY_KEYS |= {"variants", "variant_args"}
-_ENTRY_KEYS = {
-    1: _COMMON_ENTRY_KEYS | {"model", "init", "note"},
-    2: _COMMON_ENTRY_KEYS | {"pretraining", "architecture"},
-}
-_COLUMN_KEYS = {"model", "init", "args", "model_config_overrides", "note", "architecture"}
-# Flags the runner sets itself for every run; a study sets them through the schema, not through `args`.
-_RESERVED_ARGS = {"model", "model_name_or_path", "init", "seed", "output_dir", "dataset", "config"}
-_RESERVED_ARGS |= {"resume_from_checkpoint", "model_config_overrides"}
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_FLAG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ZOOBOT_UNAVAILABLE = "not published by Zoobot"
 
 
@@ -138,36 +121,40 @@ def _flag_values(value: Any) -> list[str]:
     return [str(value)]
 
 
-def _check_keys(mapping: Any, allowed: set[str], where: str, source: str) -> dict:
-    if not isinstance(mapping, dict):
-        raise HfgalError(f"{source}: {where} must be a mapping, got {type(mapping).__name__}; fix the study YAML")
-    unknown = sorted(set(mapping) - allowed)
-    if unknown:
+# --------------------------------------------------------------------------- finding and reading study YAMLs
+
+
+def shipped_studies() -> list[str]:
+    """Names of the study YAMLs shipped with hfgal (`recipes/study/*.yaml`, `hfgal.recipes` in a wheel)."""
+    anchor = shipped_file("recipes", "study/smoke.yaml")  # the offline check ships with every install
+    return sorted(path.stem for path in anchor.parent.glob("*.yaml")) if anchor else []
+
+
+def find_study_config(config: str | os.PathLike, base: str | os.PathLike | None = None) -> Path:
+    """The study YAML that `config` names: a path (relative to `base`, by default the working directory), or the
+    name of a study shipped with hfgal (`full`, `smoke`, ...), found in an install as in a checkout.
+
+    Raises:
+        HfgalError: a name that is neither a file nor a shipped study.
+    """
+    text = str(config)
+    path = Path(base or ".") / text
+    if path.exists() or "/" in text or os.sep in text or text.endswith((".yaml", ".yml")):
+        return path.resolve()
+    shipped = shipped_file("recipes", f"study/{text}.yaml")
+    if shipped is None:
         raise HfgalError(
-            f"{source}: unknown key '{unknown[0]}' in {where}; allowed keys are {', '.join(sorted(allowed))}"
+            f"study config {text!r}: no such file and no study of that name shipped with hfgal; pass a path to a "
+            f"study YAML or one of {', '.join(shipped_studies())}"
         )
-    return mapping
+    return shipped
 
 
-def _check_args(args: Any, where: str, source: str) -> dict[str, Any]:
-    if args is None:
-        return {}
-    if not isinstance(args, dict):
-        raise HfgalError(f"{source}: {where} must be a mapping of finetune flags; fix the study YAML")
-    for key in args:
-        if not isinstance(key, str) or not _FLAG_RE.match(key):
-            raise HfgalError(f"{source}: '{key}' in {where} is not a finetune flag name; use e.g. learning_rate")
-        if key in _RESERVED_ARGS:
-            raise HfgalError(
-                f"{source}: '{key}' in {where} is set by the study runner; use the entry's model/init/config/"
-                f"model_config_overrides keys or the study's dataset/seeds instead"
-            )
-    return dict(args)
-
-
-def _resolve_path(value: str | None, base: Path) -> str | None:
-    if value is None:
-        return None
+def _recipe_config(value: str | None, base: Path) -> str | None:
+    # A recipe YAML next to the study YAML (a path, resolved against its folder) or a recipe shipped with hfgal by
+    # name (`offline`), which the recipe finds itself.
+    if value is None or ("/" not in value and not value.endswith((".yaml", ".yml"))):
+        return value
     path = Path(value)
     return str(path if path.is_absolute() else (base / path).resolve())
 
@@ -176,7 +163,8 @@ def _read_yaml(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
-        raise HfgalError(f"study config {path} not found; pass one of recipes/study/*.yaml")
+        names = ", ".join(shipped_studies())
+        raise HfgalError(f"study config {path} not found; pass a study YAML or a shipped study's name ({names})")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -186,90 +174,76 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _check_variant_args(spec: Any, where: str, source: str) -> dict[str, dict]:
-    if spec is None:
-        return {}
-    if not isinstance(spec, dict):
-        raise HfgalError(f"{source}: {where} must map a variant label (e.g. linear_probe-true) to finetune flags")
-    return {str(label): _check_args(args, f"{where}.{label}", source) for label, args in spec.items()}
-
-
-def _check_entry(raw: Any, source: str) -> dict:
-    table = raw.get("table") if isinstance(raw, dict) else None
-    if table not in (1, 2):
-        name = raw.get("name") if isinstance(raw, dict) else raw
-        raise HfgalError(f"{source}: run {name!r} needs 'table: 1' or 'table: 2'")
-    return _check_keys(raw, _ENTRY_KEYS[table], f"run {raw.get('name')!r} (table {table})", source)
-
-
-def _resolve_variants(spec: Any, where: str, source: str) -> dict[str, list[bool]]:
-    spec = _check_keys(spec or {}, set(VARIANT_KEYS), where, source)
-    out = {}
-    for key, values in spec.items():
-        if not isinstance(values, list) or not values or not all(isinstance(v, bool) for v in values):
-            raise HfgalError(f"{source}: {where}.{key} must be a list of true/false; e.g. [true, false]")
-        if len(set(values)) != len(values):
-            raise HfgalError(f"{source}: {where}.{key} repeats a value; list each of true/false once")
-        out[key] = values
-    return out
-
-
 def resolve_study_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a study YAML (and its `include`s) into the self-contained config that `study.yaml` records.
 
-    Every key is validated: an unknown key raises `HfgalError` naming the key and the file. Included files
-    contribute their runs, with their own `defaults` and `config` folded into each run so they keep meaning
-    the same thing; relative paths (`config`, `include`) are resolved against the YAML's folder.
+    The file is checked against the schema (`hfgal.study.schema`): an unknown key or a bad value raises
+    `HfgalError` naming the file, the place and the problem. Included files contribute their runs, with their own
+    `defaults` and `config` folded into each run so they keep meaning the same thing; relative paths (`config`,
+    `include`) are resolved against the YAML's folder, so shipped studies work from an install too.
 
     Args:
         path: the study YAML.
 
     Returns:
-        A mapping with name, description, dataset, seeds, defaults, config, variants, variant_args and runs.
+        A mapping with name, description, protocol, dataset, seeds, defaults, config, variants, variant_args, runs.
     """
     path = Path(path).resolve()
-    raw = _check_keys(_read_yaml(path), _STUDY_KEYS, "the study", str(path))
+    raw = _read_yaml(path)
+    study = validate_study(raw, path)
     base = path.parent
-    if not isinstance(raw.get("name"), str) or not _NAME_RE.match(raw["name"]):
-        raise HfgalError(f"{path}: 'name' must be a lower-case slug like table1; set it in the study YAML")
-    seeds = raw.get("seeds", list(DEFAULT_SEEDS))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise HfgalError(f"{path}: 'seeds' must be a non-empty list of non-negative integers, e.g. [0, 1, 2]")
-    if len(set(seeds)) != len(seeds):
-        raise HfgalError(f"{path}: 'seeds' lists a seed twice; list each seed once")
-    runs = [dict(_check_entry(r, str(path))) for r in raw.get("runs") or []]
+    runs = [dict(run) for run in raw.get("runs") or []]  # recorded as written, recipe configs resolved
     for run in runs:
         if run.get("config"):
-            run["config"] = _resolve_path(run["config"], base)
-    for inc in raw.get("include") or []:
-        sub = resolve_study_config(_resolve_path(inc, base))
-        for run in sub["runs"]:
-            # An included file's defaults, config and variants stay attached to its own runs.
-            run = dict(run)
-            run["args"] = {**sub["defaults"], **(run.get("args") or {})}
-            run["config"] = run.get("config") or sub["config"]
-            if sub["variants"] and "variants" not in run:
-                run["variants"] = sub["variants"]
-                run["variant_args"] = {**sub["variant_args"], **(run.get("variant_args") or {})}
-            runs.append({k: v for k, v in run.items() if v not in (None, {}) or k == "table"})
+            run["config"] = _recipe_config(run["config"], base)
+    for include in study.include:
+        runs += _included_runs(resolve_study_config(find_study_config(include, base)))
     if not runs:
         raise HfgalError(f"{path}: the study has no runs; add entries under 'runs' or an 'include'")
+    chosen = protocol(study.protocol, str(path))
     config = {
-        "name": raw["name"],
-        "description": str(raw.get("description") or ""),
-        "protocol": raw.get("protocol"),
+        "name": study.name,
+        "description": study.description or "",
+        "protocol": study.protocol,
         # A protocol brings its data source; a study may still name its own (a local copy, say).
-        "dataset": raw.get("dataset") or getattr(protocol(raw.get("protocol"), str(path)), "dataset", None),
-        "seeds": seeds,
-        "defaults": _check_args(raw.get("defaults"), "defaults", str(path)),
-        "config": _resolve_path(raw.get("config"), base),
-        "variants": _resolve_variants(raw.get("variants"), "variants", str(path)),
-        "variant_args": _check_variant_args(raw.get("variant_args"), "variant_args", str(path)),
+        "dataset": study.dataset or (chosen.dataset if chosen else None),
+        "seeds": study.seeds,
+        "defaults": study.defaults,
+        "config": _recipe_config(study.config, base),
+        "variants": study.variants,
+        "variant_args": study.variant_args,
         "runs": runs,
     }
-    if not isinstance(config["dataset"], str) or not config["dataset"]:
+    if not config["dataset"]:
         raise HfgalError(f"{path}: 'dataset' must name the dataset (Hub id, folder or synthetic:N)")
     return config
+
+
+def _included_runs(included: dict[str, Any]) -> list[dict]:
+    """The runs of an included study, each carrying its file's defaults, recipe config and variants."""
+    runs = []
+    for run in included["runs"]:
+        run = dict(run)
+        run["args"] = {**included["defaults"], **(run.get("args") or {})}
+        run["config"] = run.get("config") or included["config"]
+        if included["variants"] and "variants" not in run:
+            run["variants"] = included["variants"]
+            run["variant_args"] = {**included["variant_args"], **(run.get("variant_args") or {})}
+        runs.append({k: v for k, v in run.items() if v not in (None, {}) or k == "table"})
+    return runs
+
+
+# --------------------------------------------------------------------------- expanding the rows
+
+
+class _Cell(NamedTuple):
+    """What one table cell trains: its column (None for Table 1), model, init, flags and config overrides."""
+
+    column: str | None
+    model: str
+    init: str
+    args: dict[str, Any]
+    overrides: dict[str, Any] | None
 
 
 def plan_study(config: dict[str, Any], source: str = "study.yaml") -> Study:
@@ -282,103 +256,81 @@ def plan_study(config: dict[str, Any], source: str = "study.yaml") -> Study:
     Returns:
         The `Study`; run order is entry by entry, column by column, variant by variant, then seed.
     """
-    config = _check_keys(config, _STUDY_KEYS, "the study", source)
-    seeds = tuple(config.get("seeds") or DEFAULT_SEEDS)
-    chosen = protocol(config.get("protocol"), source)
+    study = validate_study(config, source)
+    chosen = protocol(study.protocol, source)
+    dataset = study.dataset or (chosen.dataset if chosen else None)
+    if not dataset:
+        raise HfgalError(f"{source}: 'dataset' must name the dataset (Hub id, folder or synthetic:N)")
     # The protocol's settings come first: the study's defaults, rows, cells and variants may refine them.
-    defaults = {**(chosen.args if chosen else {}), **_check_args(config.get("defaults"), "defaults", source)}
-    study_variants = _resolve_variants(config.get("variants"), "variants", source)
-    study_variant_args = _check_variant_args(config.get("variant_args"), "variant_args", source)
-    entries, runs, names = [], [], set()
-    for raw in config["runs"]:
-        raw = _check_entry(raw, source)
-        table = raw["table"]
-        name = raw.get("name")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise HfgalError(f"{source}: run name {name!r} must be a lower-case slug like convnextv2-tiny")
-        if name in names:
-            raise HfgalError(f"{source}: two runs are named {name!r}; give each row its own name")
-        names.add(name)
-        published = raw.get("published")
-        known = PUBLISHED_TABLE1 if table == 1 else PUBLISHED_TABLE2
-        if published is not None and published not in known:
-            raise HfgalError(
-                f"{source}: run {name!r} published: {published!r} is not a row of the seed study's Table {table}; "
-                f"use one of {', '.join(known)}"
-            )
-        args = {**defaults, **_check_args(raw.get("args"), f"run {name!r} args", source)}
-        variants = (
-            _resolve_variants(raw["variants"], f"run {name!r} variants", source)
-            if "variants" in raw
-            else study_variants
-        )
-        variant_args = {
-            **study_variant_args,
-            **_check_variant_args(raw.get("variant_args"), f"run {name!r} variant_args", source),
-        }
-        overrides = raw.get("model_config_overrides")
-        if overrides is not None and not isinstance(overrides, dict):
-            raise HfgalError(f"{source}: run {name!r} model_config_overrides must be a mapping")
-        family = str(raw.get("family") or name)
-        entry_config = raw.get("config") or config.get("config")
-        if table == 1:
-            if not isinstance(raw.get("model"), str):
-                raise HfgalError(f"{source}: Table 1 run {name!r} needs 'model' (a Hub id or named config)")
-            init = raw.get("init", "pretrained")
-            entries.append(Entry(name, family, 1, published, model=raw["model"], note=raw.get("note")))
-            cells = [(None, raw["model"], init, args, overrides)]
-        else:
-            columns, cells, architectures = [], [], {}
-            spec = _check_keys(raw.get("pretraining"), set(TABLE2_COLUMNS), f"run {name!r} pretraining", source)
-            for column in TABLE2_COLUMNS:
-                cell = spec.get(column)
-                cell = cell if isinstance(cell, dict) else {"model": cell}
-                cell = _check_keys(cell, _COLUMN_KEYS, f"run {name!r} pretraining.{column}", source)
-                model = cell.get("model")
-                note = cell.get("note") or (ZOOBOT_UNAVAILABLE if column == "zoobot" and model is None else None)
-                columns.append(Column(column, model, note))
-                if model is None:
-                    continue
-                architectures[column] = (model, cell.get("architecture") or raw.get("architecture"))
-                init = cell.get("init", "scratch" if column == "none" else "pretrained")
-                cell_args = {**args, **_check_args(cell.get("args"), f"run {name!r} {column} args", source)}
-                cell_overrides = {**(overrides or {}), **(cell.get("model_config_overrides") or {})} or None
-                cells.append((column, model, init, cell_args, cell_overrides))
-            check_one_architecture(name, architectures, source)
-            entries.append(Entry(name, family, 2, published, columns=tuple(columns)))
-        for column, model, init, cell_args, cell_overrides in cells:
-            if init not in ("pretrained", "scratch"):
-                raise HfgalError(f"{source}: run {name!r} init {init!r} must be 'pretrained' or 'scratch'")
-            for variant, extra in _variant_grid(variants, variant_args, name, source):
-                for seed in seeds:
-                    slug = "__".join(p for p in (name, column, variant, f"seed{seed}") if p)
-                    runs.append(
-                        PlannedRun(
-                            slug=slug,
-                            entry=name,
-                            family=family,
-                            table=table,
-                            column=column,
-                            variant=variant,
-                            seed=int(seed),
-                            model=model,
-                            init=init,
-                            dataset=config["dataset"],
-                            args={**cell_args, **extra},
-                            config=entry_config,
-                            model_config_overrides=cell_overrides,
-                        )
-                    )
+    defaults = {**(chosen.args if chosen else {}), **study.defaults}
+    entries, runs = [], []
+    for row in study.runs:
+        if any(entry.name == row.name for entry in entries):
+            raise HfgalError(f"{source}: two runs are named {row.name!r}; give each row its own name")
+        args = {**defaults, **row.args}
+        entry, cells = _table1_cells(row, args) if row.table == 1 else _table2_cells(row, args, source)
+        entries.append(entry)
+        runs += _runs_of_row(row, cells, study, dataset, source)
     return Study(
-        name=config["name"],
-        description=config.get("description") or "",
-        dataset=config["dataset"],
-        seeds=seeds,
+        name=study.name,
+        description=study.description or "",
+        dataset=dataset,
+        seeds=tuple(study.seeds),
         entries=tuple(entries),
         runs=tuple(_share_training(runs)),
         config=config,
         protocol=chosen,
     )
+
+
+def _table1_cells(row: Table1Row, args: dict[str, Any]) -> tuple[Entry, list[_Cell]]:
+    entry = Entry(row.name, row.family or row.name, 1, row.published, model=row.model, note=row.note)
+    return entry, [_Cell(None, row.model, row.init, args, row.model_config_overrides)]
+
+
+def _table2_cells(row: Table2Row, args: dict[str, Any], source: str) -> tuple[Entry, list[_Cell]]:
+    """The columns of a Table 2 row (an unavailable one flagged with its note) and the cells that train."""
+    columns, cells, architectures = [], [], {}
+    for column, cell in row.pretraining.cells():
+        note = cell.note or (ZOOBOT_UNAVAILABLE if column == "zoobot" and cell.model is None else None)
+        columns.append(Column(column, cell.model, note))
+        if cell.model is None:
+            continue
+        architectures[column] = (cell.model, cell.architecture or row.architecture)
+        init = cell.init or ("scratch" if column == "none" else "pretrained")
+        overrides = {**(row.model_config_overrides or {}), **(cell.model_config_overrides or {})} or None
+        cells.append(_Cell(column, cell.model, init, {**args, **cell.args}, overrides))
+    check_one_architecture(row.name, architectures, source)
+    return Entry(row.name, row.family or row.name, 2, row.published, columns=tuple(columns)), cells
+
+
+def _runs_of_row(
+    row: Table1Row | Table2Row, cells: list[_Cell], study: StudyFile, dataset: str, source: str
+) -> list[PlannedRun]:
+    """One run per cell, variant and seed, in that order."""
+    # A row's own `variants` (even an empty one) replaces the study's.
+    variants = (row.variants or {}) if "variants" in row.model_fields_set else study.variants
+    grid = _variant_grid(variants, {**study.variant_args, **row.variant_args}, row.name, source)
+    return [
+        PlannedRun(
+            slug="__".join(p for p in (row.name, cell.column, variant, f"seed{seed}") if p),
+            entry=row.name,
+            family=row.family or row.name,
+            table=row.table,
+            column=cell.column,
+            variant=variant,
+            seed=seed,
+            model=cell.model,
+            init=cell.init,
+            dataset=dataset,
+            args={**cell.args, **extra},
+            config=row.config or study.config,
+            model_config_overrides=cell.overrides,
+        )
+        for cell in cells
+        for variant, extra in grid
+        for seed in study.seeds
+    ]
 
 
 def _share_training(runs: list[PlannedRun]) -> list[PlannedRun]:
@@ -422,8 +374,7 @@ def _variant_grid(variants: dict[str, list[bool]], variant_args: dict, name: str
 
 
 def load_study(path: str | os.PathLike) -> Study:
-    """Parse and plan a study YAML (a recipe under recipes/study/ or a study folder's recorded study.yaml)."""
+    """Parse and plan a study: a YAML file, a shipped study's name (`full`) or a study folder (its study.yaml)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / STUDY_FILE
+    path = path / STUDY_FILE if path.is_dir() else find_study_config(path)
     return plan_study(resolve_study_config(path), source=str(path))

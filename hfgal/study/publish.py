@@ -74,7 +74,7 @@ def push_study(study_dir: str | os.PathLike, repo_id: str, *, private: bool | No
     """Publish a study as a Hub dataset repo in one commit: leaderboard card, tables, plots, report, results.json.
 
     Args:
-        study_dir: folder written by recipes/study.py.
+        study_dir: folder written by `hfgal study run` (or recipes/study.py).
         repo_id: `namespace/name` of the dataset repo (created if missing).
         private: visibility of a newly created repo.
 

@@ -179,7 +179,7 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
     """
     out_dir = Path(study_dir).absolute()
     if not (out_dir / STUDY_FILE).is_file():
-        raise HfgalError(f"{out_dir} has no {STUDY_FILE}; pass a folder written by recipes/study.py")
+        raise HfgalError(f"{out_dir} has no {STUDY_FILE}; pass a folder written by `hfgal study run`")
     study = load_study(out_dir / STUDY_FILE)
     groups = collect_groups(study, out_dir)
     has = {t: any(e.table == t for e in study.entries) for t in (1, 2)}
@@ -201,7 +201,7 @@ def write_report(study_dir: str | os.PathLike) -> Path:
     The folder is built aside and swapped in whole, so an interrupted report leaves the previous complete one.
 
     Args:
-        study_dir: folder written by recipes/study.py.
+        study_dir: folder written by `hfgal study run` (or recipes/study.py).
 
     Returns:
         Path of report.md.
@@ -209,86 +209,109 @@ def write_report(study_dir: str | os.PathLike) -> Path:
     return write_report_files(Path(study_dir).absolute())[0]
 
 
+REPORT_TABLES = (
+    ("table1", "Table 1: pretrained backbones"),
+    ("table2", "Table 2: pretraining"),
+    ("equivariant", "Equivariant (from scratch)"),
+    ("variants", "Variants"),
+)
+
+
 def write_report_files(out_dir: Path) -> tuple[Path, dict[str, Any]]:
     """`write_report`, also returning what `build_report` computed (for publishing the study)."""
     built = build_report(out_dir)
     study, groups = built["study"], built["groups"]
     with output_lock(out_dir / REPORT_DIR, "study report"), atomic_output_dir(out_dir / REPORT_DIR, True) as tmp:
-        sections = [f"# Study `{study.name}`\n", f"{study.description}\n" if study.description else ""]
-        finished = sum(len(g.results) for g in groups)
-        failed = [item for g in groups for item in g.failed]
-        pending = [run for g in groups for run in g.pending]
-        sections.append(
-            f"Dataset `{study.dataset}`, seeds {', '.join(map(str, study.seeds))}: {finished} of {len(study.runs)} "
-            f"runs finished, {len(failed)} failed, {len(pending)} not run yet. All numbers are test-split metrics of "
-            "the best-on-validation checkpoint, read from each run's `results.json`.\n"
-        )
-        sections.append(protocol_box(study, groups))
-        sections.append(_run_facts(groups))
-        if built["leaderboard"]:
-            sections.append(f"## Leaderboard\n\n{built['leaderboard']}")
-        for key, title in (
-            ("table1", "Table 1: pretrained backbones"),
-            ("table2", "Table 2: pretraining"),
-            ("equivariant", "Equivariant (from scratch)"),
-            ("variants", "Variants"),
-        ):
+        sections = _summary_sections(study, groups, built["leaderboard"])
+        for key, title in REPORT_TABLES:
             if built[key]:
                 md, text = built[key]
                 (tmp / f"{key}.md").write_text(md)
                 (tmp / f"{key}.csv").write_text(text)
                 sections.append(f"## {title}\n\n{md}")
-        if built["published"]:
-            if study.protocol is not None and study.protocol.name == "poster":
-                intro = "Same protocol as the seed study, so the difference is the seed study's own spread.\n\n"
-            else:
-                intro = (
-                    "**Not comparable one for one:** the seed study ran another protocol (its Hub copy and split, its "
-                    "recipe, the best epoch on test); the differences mix protocol and model. "
-                    "recipes/study/poster.yaml reproduces its protocol.\n\n"
-                )
-            sections.append(f"## Compared with the seed study (published numbers)\n\n{intro}{built['published']}")
-        plots = [
-            plot_accuracy_vs(
-                groups,
-                "params_m",
-                "Parameters (M)",
-                tmp / "accuracy_vs_params.png",
-                "GZ10 test accuracy vs model size",
-            ),
-            plot_accuracy_vs(
-                groups,
-                "co2_kg_mean",
-                "CO2 per run (kg CO2eq)",
-                tmp / "accuracy_vs_co2.png",
-                "GZ10 test accuracy vs training emissions",
-            ),
-        ]
-        if any(plots):
-            sections.append("## Accuracy and cost\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots if p))
-        best = plot_best_confusion(groups, tmp / "confusion_matrix_best.png")
-        if best:
-            group, pairs = best
-            rows = [[p["true"], p["predicted"], p["count"], f"{100 * p['rate']:.1f}"] for p in pairs]
-            sections.append(
-                f"## Confusions of the best model ({group.label})\n\n"
-                "![confusion matrix](confusion_matrix_best.png)\n\nMost confused class pairs (seeds summed):\n\n"
-                + markdown_table(["True class", "Predicted as", "Count", "% of true class"], rows, "llrr")
-            )
-        if failed:
-            lines = []
-            for run, error in failed:
-                tail = "\n".join(error.strip().splitlines()[-12:])
-                first = (error.splitlines() or ["failed (empty error.txt)"])[0]
-                lines.append(f"- `{run.slug}`: {first}\n\n```text\n{tail}\n```\n")
-            sections.append("## Failed runs\n\nRe-running the study retries them.\n\n" + "\n".join(lines))
-        if pending:
-            sections.append("## Not run yet\n\n" + "".join(f"- `{run.slug}`\n" for run in pending))
-        if any(e.table == 2 for e in study.entries):
-            sections.append(f"## Caveat on the Zoobot column\n\n{ZOOBOT_CAVEAT}\n")
+        sections.append(_published_section(study, built["published"]))
+        sections += _figure_sections(groups, tmp)
+        sections += _outcome_sections(study, groups)
         (tmp / "report.md").write_text("\n".join(s for s in sections if s))
         _share_permissions(tmp)
     return out_dir / REPORT_DIR / "report.md", built
+
+
+def _summary_sections(study: Study, groups: list[Group], leaderboard: str | None) -> list[str]:
+    """The report's opening: title, what finished, the protocol box, the runs' hardware and the leaderboard."""
+    finished = sum(len(g.results) for g in groups)
+    failed = sum(len(g.failed) for g in groups)
+    pending = sum(len(g.pending) for g in groups)
+    return [
+        f"# Study `{study.name}`\n",
+        f"{study.description}\n" if study.description else "",
+        f"Dataset `{study.dataset}`, seeds {', '.join(map(str, study.seeds))}: {finished} of {len(study.runs)} "
+        f"runs finished, {failed} failed, {pending} not run yet. All numbers are test-split metrics of the "
+        "best-on-validation checkpoint, read from each run's `results.json`.\n",
+        protocol_box(study, groups),
+        _run_facts(groups),
+        f"## Leaderboard\n\n{leaderboard}" if leaderboard else "",
+    ]
+
+
+def _published_section(study: Study, published: str) -> str:
+    """Our numbers beside the seed study's published ones, with how far they are comparable."""
+    if not published:
+        return ""
+    if study.protocol is not None and study.protocol.name == "poster":
+        intro = "Same protocol as the seed study, so the difference is the seed study's own spread.\n\n"
+    else:
+        intro = (
+            "**Not comparable one for one:** the seed study ran another protocol (its Hub copy and split, its "
+            "recipe, the best epoch on test); the differences mix protocol and model. "
+            "`hfgal study run --config poster` reproduces its protocol.\n\n"
+        )
+    return f"## Compared with the seed study (published numbers)\n\n{intro}{published}"
+
+
+def _figure_sections(groups: list[Group], folder: Path) -> list[str]:
+    """Draw the accuracy-vs-cost plots and the best model's confusion matrix into `folder`; their sections."""
+    sections = []
+    plots = [
+        plot_accuracy_vs(
+            groups, "params_m", "Parameters (M)", folder / PLOTS[0], "GZ10 test accuracy vs model size"
+        ),
+        plot_accuracy_vs(
+            groups, "co2_kg_mean", "CO2 per run (kg CO2eq)", folder / PLOTS[1],
+            "GZ10 test accuracy vs training emissions",
+        ),
+    ]  # fmt: skip
+    if any(plots):
+        sections.append("## Accuracy and cost\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots if p))
+    best = plot_best_confusion(groups, folder / PLOTS[2])
+    if best:
+        group, pairs = best
+        rows = [[p["true"], p["predicted"], p["count"], f"{100 * p['rate']:.1f}"] for p in pairs]
+        sections.append(
+            f"## Confusions of the best model ({group.label})\n\n"
+            f"![confusion matrix]({PLOTS[2]})\n\nMost confused class pairs (seeds summed):\n\n"
+            + markdown_table(["True class", "Predicted as", "Count", "% of true class"], rows, "llrr")
+        )
+    return sections
+
+
+def _outcome_sections(study: Study, groups: list[Group]) -> list[str]:
+    """Failed runs (with their error's tail), runs not run yet, and the caveat on the Zoobot column."""
+    sections = []
+    failed = [item for g in groups for item in g.failed]
+    if failed:
+        lines = []
+        for run, error in failed:
+            tail = "\n".join(error.strip().splitlines()[-12:])
+            first = (error.splitlines() or ["failed (empty error.txt)"])[0]
+            lines.append(f"- `{run.slug}`: {first}\n\n```text\n{tail}\n```\n")
+        sections.append("## Failed runs\n\nRe-running the study retries them.\n\n" + "\n".join(lines))
+    pending = [run for g in groups for run in g.pending]
+    if pending:
+        sections.append("## Not run yet\n\n" + "".join(f"- `{run.slug}`\n" for run in pending))
+    if any(e.table == 2 for e in study.entries):
+        sections.append(f"## Caveat on the Zoobot column\n\n{ZOOBOT_CAVEAT}\n")
+    return sections
 
 
 def _share_permissions(folder: Path) -> None:

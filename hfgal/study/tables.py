@@ -19,8 +19,9 @@ from typing import Any
 from ..models.equivariant import MODEL_TYPE as EQUIVARIANT_MODEL_TYPE
 from ..models.equivariant import NAMED_CONFIGS as EQUIVARIANT_CONFIGS
 from ..runs import RunRecord, read_results
-from .plan import ERROR_FILE, TABLE2_COLUMNS, Entry, PlannedRun, Study
+from .plan import ERROR_FILE, Entry, PlannedRun, Study
 from .protocols import PUBLISHED_TABLE1, PUBLISHED_TABLE2
+from .schema import TABLE2_COLUMNS, VARIANT_KEYS
 
 _SUPERSCRIPTS = "¹²³⁴⁵⁶⁷⁸⁹"
 COLUMN_TITLES = {"none": "No pretraining", "imagenet": "ImageNet", "zoobot": "Zoobot"}
@@ -67,7 +68,7 @@ class Group:
             ci, ci_kind = (mean - half, mean + half), "seeds"
         else:
             lo, hi = self.results[0].test.accuracy_ci95 or (math.nan, math.nan)
-            ci, ci_kind = (100 * lo, 100 * hi), "bootstrap"
+            ci, ci_kind = (100 * lo, 100 * hi), "wilson"  # one seed: the spread over its test images
 
         def avg(get) -> float:
             values = [get(r) for r in self.results]
@@ -213,7 +214,7 @@ def table1(groups: list[Group], equivariant: bool = False) -> tuple[str, str]:
         ci = "—"
         if s:
             ci = f"[{s['accuracy_ci95_low']:.2f}, {s['accuracy_ci95_high']:.2f}]"
-            if s["ci_kind"] == "bootstrap":
+            if s["ci_kind"] == "wilson":
                 ci, footnote = ci + "†", True
         rows.append(
             [
@@ -245,7 +246,7 @@ def table1(groups: list[Group], equivariant: bool = False) -> tuple[str, str]:
     md = markdown_table(header, rows, "llrrrrrrrr")
     md += (
         "\nMean ± sample standard deviation over seeds of the test accuracy; 95 % CI: Student-t interval of the "
-        "seed mean" + ("; † one seed: the test-set bootstrap interval of that run" if footnote else "") + ". "
+        "seed mean" + ("; † one seed: the Wilson interval of that run's test accuracy" if footnote else "") + ". "
         "CO2 (kg CO2eq) and time (training wall-clock) are means per run.\n"
     ) + (f"\n{EQUIVARIANT_NOTE}" if equivariant else "")
     return md, _csv(["model", "checkpoint", *_STAT_FIELDS, "runs", "failed"], csv_rows)
@@ -313,7 +314,7 @@ def variants_table(groups: list[Group]) -> tuple[str, str] | None:
         s = group.stats()
         base = by_key[(group.entry.name, group.column, "")].stats()
         delta = s["accuracy_mean"] - base["accuracy_mean"] if s and base and group.variant else None
-        settings = {k: v for k, v in group.runs[0].args.items() if k in ("d4_augment", "tta", "linear_probe")}
+        settings = {k: v for k, v in group.runs[0].args.items() if k in VARIANT_KEYS}
         rows.append(
             [
                 " / ".join(p for p in (group.entry.name, COLUMN_TITLES.get(group.column, "")) if p),
@@ -331,7 +332,7 @@ def variants_table(groups: list[Group]) -> tuple[str, str] | None:
                 "model": group.entry.name,
                 "column": group.column,
                 "variant": group.variant or "base",
-                **{k: settings.get(k) for k in ("d4_augment", "tta", "linear_probe")},
+                **{k: settings.get(k) for k in VARIANT_KEYS},
                 "delta_to_base": delta,
                 **_stat_row(group, s),
             }
@@ -339,7 +340,7 @@ def variants_table(groups: list[Group]) -> tuple[str, str] | None:
     header = ["Model", "Variant", "Settings", "Test acc. %", "Δ vs base", "Macro-F1 %", "CO2 (kg)", "Seeds"]
     md = markdown_table(header, rows, "lllrrrrr")
     md += "\nEach variant changes one setting of the base run; Δ is the difference of seed means to the base.\n"
-    fields = ["model", "column", "variant", "d4_augment", "tta", "linear_probe", "delta_to_base", *_STAT_FIELDS]
+    fields = ["model", "column", "variant", *VARIANT_KEYS, "delta_to_base", *_STAT_FIELDS]
     return md, _csv([*fields, "runs", "failed"], csv_rows)
 
 
