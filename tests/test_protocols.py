@@ -74,9 +74,9 @@ REPO_STUDIES = __import__("pathlib").Path(__file__).resolve().parents[1] / "reci
 def test_poster_dry_run_prints_the_seed_studys_settings_for_every_run(capsys, tmp_path):
     from hfgal.study.runner import run_study
 
-    assert run_study(REPO_STUDIES / "poster.yaml", tmp_path / "p", recipe="finetune.py", dry_run=True) == 0
+    assert run_study(REPO_STUDIES / "poster.yaml", tmp_path / "p", dry_run=True) == 0
     out = capsys.readouterr().out
-    commands = [line for line in out.splitlines() if "finetune.py" in line]
+    commands = [line for line in out.splitlines() if "-m hfgal.train" in line]
     assert len(commands) == 54  # Table 1 (9 rows) + Table 2 (3 rows x 3 columns) x 3 seeds
     poster = (
         "--dataset matthieulel/galaxy10_decals --protocol poster --learning_rate 5e-05 "
@@ -92,11 +92,11 @@ def test_honest_dry_run_names_the_h5_and_the_cutout_width(capsys, tmp_path):
     from hfgal.constants import DEFAULT_SEPARATION_ARCSEC
     from hfgal.study.runner import run_study
 
-    assert run_study(REPO_STUDIES / "full.yaml", tmp_path / "f", recipe="finetune.py", dry_run=True) == 0
+    assert run_study(REPO_STUDIES / "full.yaml", tmp_path / "f", dry_run=True) == 0
     out = capsys.readouterr().out
     assert "Galaxy10_DECals.h5 from Zenodo record 10845026" in out
     assert f"closer than {DEFAULT_SEPARATION_ARCSEC:.1f} arcsec" in out and DEFAULT_SEPARATION_ARCSEC > 67
-    commands = [line for line in out.splitlines() if "finetune.py" in line]
+    commands = [line for line in out.splitlines() if "-m hfgal.train" in line]
     assert commands and all("--dataset zenodo --protocol honest" in command for command in commands)
     assert not any("--preprocessing processor" in command for command in commands)
 
@@ -155,8 +155,7 @@ def test_the_report_opens_with_what_produced_the_numbers(tmp_path):
         )
     )
     out = tmp_path / "study"
-    recipe = REPO_STUDIES.parent / "finetune.py"
-    assert run_study(config, out, recipe=recipe, launcher="python", emit_commands=tmp_path / "c") == 0
+    assert run_study(config, out, launcher="python", emit_commands=tmp_path / "c") == 0
     for seed, accuracy in ((0, 0.84), (1, 0.86)):
         record = make_results(model="google/vit-base-patch16-224")
         record.update(seed=seed, protocol="poster", preprocessing="resized to 224 px (bilinear), central 224 x 224")
