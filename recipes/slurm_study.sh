@@ -1,14 +1,15 @@
 #!/bin/bash
 # Run a study as a SLURM job array: one array task per fine-tuning run, one GPU each.
 #
-#   python recipes/study.py --config recipes/study/full.yaml --output-dir studies/full --emit-commands commands.txt
+#   hfgal study run --config full --output-dir studies/full --emit-commands commands.txt
 #   sbatch --array=1-$(wc -l < commands.txt)%8 recipes/slurm_study.sh commands.txt
 #   # when every task is done (afterok dependency or by hand):
 #   hfgal study report studies/full
 #
-# Each line of commands.txt is the exact command of one run (`accelerate launch ... recipes/finetune.py ...
-# --resume_from_checkpoint true`): a pre-empted or requeued task resumes from its last checkpoint, and a task whose
-# run already finished exits at once. Re-emitting after a partial array lists only the runs still to do.
+# Each line of commands.txt is the exact command of one run (`accelerate launch --num_processes 1 -m hfgal.train
+# ... --resume_from_checkpoint true`, the recipe of the installed hfgal, so the nodes need the same environment,
+# not a checkout): a pre-empted or requeued task resumes from its last checkpoint, and a task whose run already
+# finished exits at once. Re-emitting after a partial array lists only the runs still to do.
 #SBATCH --job-name=hfgal-study
 #SBATCH --gres=gpu:1
 #SBATCH --cpus-per-task=8

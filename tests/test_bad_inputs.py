@@ -212,6 +212,29 @@ CASES = [
         "--jobs 0", [_study_yaml()],
     ),
     Case("study-bad-jobs", "study", ["--config", "x.yaml", "--jobs", "some"], 2, "invalid int value: 'some'"),
+    # hfgal study run: the same runner from an install
+    Case("study-run-no-config", "hfgal", ["study", "run"], 2, "required: --config"),
+    Case(
+        "study-run-unknown-study", "hfgal", ["study", "run", "--config", "fulll"], 1,
+        "'fulll': no such file and no study of that name shipped with hfgal",
+    ),
+    Case(
+        "study-run-unknown-key", "hfgal", ["study", "run", "--config", "{d}/study.yaml", "--output-dir", "{d}/s"], 1,
+        "unknown key 'colour' in the study", [_study_yaml("colour: red\n")],
+    ),
+    Case(
+        "study-run-bad-seeds", "hfgal", ["study", "run", "--config", "{d}/study.yaml", "--output-dir", "{d}/s"], 1,
+        "seeds: must be a non-empty list", [_study_yaml("seeds: []\n")],
+    ),
+    Case(
+        "study-run-bad-init", "hfgal", ["study", "run", "--config", "{d}/study.yaml", "--output-dir", "{d}/s"], 1,
+        "run 'c' (table 1) init: input should be 'pretrained' or 'scratch'", [_study_yaml("    init: random\n")],
+    ),
+    Case(
+        "study-run-missing-recipe", "hfgal",
+        ["study", "run", "--config", "{d}/study.yaml", "--output-dir", "{d}/s", "--recipe", "no_such_recipe"], 1,
+        "--recipe no_such_recipe: no such module", [_study_yaml()],
+    ),
     # hfgal card / push
     Case("card-missing-folder", "hfgal", ["card", "{d}/nope"], 1, "nope"),
     Case("card-unfinished-run", "hfgal", ["card", "{d}/run"], 1, "results.json", [_run_copy(results=False)]),
@@ -363,6 +386,7 @@ REAL = [
     ("finetune", ["--config", "missing.yaml"], 1, "missing.yaml: no such file"),
     ("study", ["--jobs", "some", "--config", "x.yaml"], 2, "invalid int value: 'some'"),
     ("study", ["--config", "missing.yaml"], 1, "missing.yaml"),
+    ("hfgal", ["study", "run", "--config", "missing.yaml"], 1, "missing.yaml not found"),
 ]
 
 

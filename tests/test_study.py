@@ -1,4 +1,5 @@
-"""The study: YAML schema, plan and commands, runner (kill, resume, failures), report numbers, push."""
+"""The study: YAML schema, plan and commands, runner (kill, resume, failures), report numbers, push, and
+`hfgal study run` from a folder that is not the repository."""
 
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ import yaml
 from fixtures.runs import make_results
 from hfgal.errors import HfgalError
 from hfgal.io import output_lock
-from hfgal.study.plan import load_study
+from hfgal.study.plan import find_study_config, load_study
 from hfgal.study.protocols import PUBLISHED_TABLE1, PUBLISHED_TABLE2
 from hfgal.study.runner import run_command, run_status, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_DIR = REPO / "recipes" / "study"
-RECIPE = REPO / "recipes" / "finetune.py"
+HFGAL = [sys.executable, "-m", "hfgal.cli"]  # the `hfgal` console script
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 TABLE1_IDS = [
@@ -112,16 +113,20 @@ def test_study_yamls_parse_and_dry_run_lists_every_model(capsys):
     assert none_runs and all(r.init == "scratch" for r in none_runs)
     assert all(r.init == "pretrained" for r in full.runs if r.column in ("imagenet", "zoobot"))
 
-    assert run_study(STUDY_DIR / "full.yaml", "/tmp/hfgal-never-written", recipe=RECIPE, dry_run=True) == 0
+    assert run_study(STUDY_DIR / "full.yaml", "/tmp/hfgal-never-written", dry_run=True) == 0
     out = capsys.readouterr().out
+    assert run_study("full", "/tmp/hfgal-never-written", dry_run=True) == 0  # the shipped study, by name
+    assert capsys.readouterr().out == out
     assert not Path("/tmp/hfgal-never-written").exists()
     for model_id in TABLE1_IDS + TABLE2_IDS:
         assert f"--model {model_id} " in out, model_id
     assert "54 runs (54 to run)" in out
     # The exact command of a run, as it will be launched.
-    expected = run_command(full.runs[0], "/tmp/hfgal-never-written", RECIPE)
+    expected = run_command(full.runs[0], "/tmp/hfgal-never-written")
     assert shlex.join(expected) in out
-    assert expected[:4] == ["accelerate", "launch", "--num_processes", "1"]
+    # The installed recipe module under the launcher: no path into a source checkout.
+    assert expected[:6] == ["accelerate", "launch", "--num_processes", "1", "-m", "hfgal.train"]
+    assert str(REPO) not in out
     assert expected[expected.index("--seed") + 1] == "0"
 
     smoke = studies["smoke"]
@@ -143,13 +148,14 @@ def test_beyond_variants_change_one_setting_at_a_time():
         assert changed == ({label.split("-")[0]} if label else set())
     assert by_variant["linear_probe-true"]["learning_rate"] == 1.0e-3
     assert "learning_rate" not in by_variant["tta-true"] and "learning_rate" not in base  # the recipe's 1e-4
-    argv = run_command(per_model[2], "/tmp/x", RECIPE, launcher="python")
+    argv = run_command(per_model[2], "/tmp/x", launcher="python")
+    assert argv[:3] == ["python", "-m", "hfgal.train"]
     assert argv[argv.index("--tta") + 1] == "true" and argv[argv.index("--d4_augment") + 1] == "true"
     # Test-time averaging changes only the evaluation: that run evaluates its base run's model, no other does.
     sharing = {r.variant: r.shares_training_of for r in per_model}
     assert sharing == {"": None, "d4_augment-false": None, "tta-true": per_model[0].slug, "linear_probe-true": None}
     assert argv[argv.index("--trained_run") + 1] == f"/tmp/x/runs/{per_model[0].slug}"
-    assert "--trained_run" not in run_command(per_model[2], "/tmp/x", RECIPE, launcher="python", share=False)
+    assert "--trained_run" not in run_command(per_model[2], "/tmp/x", launcher="python", share=False)
 
 
 @pytest.mark.parametrize(
@@ -190,25 +196,91 @@ def test_bad_values_are_one_line_errors(tmp_path):
         "non-empty list": {"seeds": []},
         "not a variant": {"variants": {"tta": [False, True]}, "variant_args": {"linear_probe-true": {"x": 1}}},
     }
+    cases.update(
+        {
+            r"seeds\[1\]: input should be a valid integer": {"seeds": [0, "1"]},  # strict: no silent conversion
+            "init: input should be 'pretrained' or 'scratch'": {"runs": [{"name": "a", "table": 1, "model": "x",
+                                                                          "init": "random"}]},
+            "run 'effnet-b0' \\(table 2\\) pretraining.none.args: 'output_dir' is set by the study runner": {
+                "runs": [{"name": "effnet-b0", "table": 2, "pretraining": {"none": {"model": "timm/efficientnet_b0",
+                                                                                     "args": {"output_dir": "x"}}}}]
+            },
+            "lists a seed twice": {"seeds": [0, 0]},
+        }
+    )  # fmt: skip
     for message, patch in cases.items():
-        with pytest.raises(HfgalError, match=message):
-            load_study(_write(tmp_path / "bad.yaml", _mini_study(**patch)))
+        path = _write(tmp_path / "bad.yaml", _mini_study(**patch))
+        with pytest.raises(HfgalError, match=message) as err:
+            load_study(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
     # An included file is validated as itself: the error names it, not the including file.
     inner = _write(tmp_path / "inner.yaml", _mini_study(name="inner", runs=[{"name": "a", "table": 1, "modle": 1}]))
     outer = _write(tmp_path / "outer.yaml", {"name": "outer", "dataset": "synthetic:60", "include": [inner.name]})
     with pytest.raises(HfgalError, match=f"{inner}: unknown key 'modle'"):
         load_study(outer)
-    # The command line prints one line, no traceback.
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "study.py"), "--config", str(outer), "--dry-run"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        check=False,
+    # Both command lines print one line, no traceback.
+    for command, prog in (([sys.executable, str(REPO / "recipes" / "study.py")], "study.py"), (HFGAL, "hfgal")):
+        argv = command + (["study", "run"] if prog == "hfgal" else []) + ["--config", str(outer), "--dry-run"]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.startswith(f"{prog}: error: ") and "unknown key 'modle'" in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_study_configs_are_found_by_path_or_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # A shipped study by name: the YAML that ships with hfgal (the checkout's recipes/study/, a wheel's
+    # hfgal.recipes), whatever the working directory.
+    assert find_study_config("smoke").read_text() == (STUDY_DIR / "smoke.yaml").read_text()
+    assert load_study("smoke").runs == load_study(STUDY_DIR / "smoke.yaml").runs
+    # A path is a path, relative to the working directory.
+    _write(tmp_path / "mine.yaml", _mini_study())
+    assert find_study_config("mine.yaml") == tmp_path / "mine.yaml"
+    with pytest.raises(HfgalError, match="'fulll': no such file and no study of that name .* full, poster, smoke"):
+        find_study_config("fulll")
+    with pytest.raises(HfgalError, match="nope.yaml not found"):
+        load_study("nope.yaml")
+
+
+def test_relative_paths_in_a_study_yaml_are_relative_to_that_file(tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    (configs / "recipes").mkdir(parents=True)
+    (configs / "recipes" / "tiny.yaml").write_text("max_steps: 2\n")
+    inner_runs = [{"name": "inner-row", "table": 1, "model": "convnextv2-nano", "init": "scratch"}]
+    _write(configs / "inner.yaml", _mini_study(name="inner", config="recipes/tiny.yaml", runs=inner_runs))
+    _write(
+        configs / "outer.yaml",
+        {
+            "name": "outer",
+            "dataset": "synthetic:60",
+            "seeds": [0],
+            "include": ["inner.yaml", "smoke"],  # a file beside this one, and a shipped study by name
+            "runs": [{"name": "own", "table": 1, "model": "convnextv2-nano", "config": "offline"}],
+        },
     )
-    assert proc.returncode == 1
-    assert proc.stderr.startswith("study.py: error: ") and "unknown key 'modle'" in proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    monkeypatch.chdir(tmp_path / "configs" / "recipes")  # anywhere but the YAML's folder
+    study = load_study("../outer.yaml")
+    configs_used = {run.entry: run.config for run in study.runs}
+    assert configs_used["own"] == "offline"  # a recipe shipped with hfgal, by name: the recipe finds it
+    assert configs_used["inner-row"] == str(configs / "recipes" / "tiny.yaml")  # from inner.yaml
+    assert {"convnextv2-nano", "vit-base", "convnext-nano"} <= set(configs_used)  # the shipped smoke study's rows
+    # The recorded study.yaml stands alone: its paths are absolute.
+    assert load_study(tmp_path / "configs" / "outer.yaml").config == study.config
+
+
+@pytest.mark.slow
+def test_hfgal_study_run_plans_a_shipped_study_from_any_folder(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    argv = [*HFGAL, "study", "run", "--config", "smoke", "--launcher", "python", "--dry-run"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=elsewhere, check=True)
+    lines = proc.stdout.splitlines()
+    smoke = load_study(STUDY_DIR / "smoke.yaml")
+    assert lines[0] == f"study 'smoke': {len(smoke.runs)} runs ({len(smoke.runs)} to run) in {elsewhere}/studies/smoke"
+    commands = [shlex.split(line) for line in lines if line.startswith("    ")]
+    assert commands == [run_command(run, elsewhere / "studies" / "smoke", "python") for run in smoke.runs]
+    assert all(argv[:3] == ["python", "-m", "hfgal.train"] for argv in commands)
+    assert list(elsewhere.iterdir()) == []  # a dry run writes nothing
 
 
 # --------------------------------------------------------------------------- output folder, commands, lock
@@ -219,21 +291,23 @@ def test_output_dir_of_another_study_is_refused_without_force(tmp_path):
     out = tmp_path / "study"
     commands = tmp_path / "commands.txt"
     config = _write(tmp_path / "mini.yaml", _mini_study())
-    assert run_study(config, out, recipe=RECIPE, launcher="python", emit_commands=commands) == 0
+    assert run_study(config, out, launcher="python", emit_commands=commands) == 0
     lines = commands.read_text().splitlines()
     study = load_study(config)
     assert len(lines) == len(study.runs) == 12
-    # Each line is the exact command of one run, resumable when a SLURM task is requeued.
-    assert shlex.split(lines[0]) == run_command(study.runs[0], out, RECIPE, "python", resume=True)
+    # Each line is the exact command of one run, resumable when a SLURM task is requeued, and runs the installed
+    # recipe module wherever the array task starts.
+    assert shlex.split(lines[0]) == run_command(study.runs[0], out, "python", resume=True)
+    assert all(shlex.split(line)[:3] == ["python", "-m", "hfgal.train"] for line in lines)
     assert (out / "study.yaml").is_file()
     assert 'sed -n "${SLURM_ARRAY_TASK_ID}p"' in (REPO / "recipes" / "slurm_study.sh").read_text()
 
     other = _write(tmp_path / "other.yaml", _mini_study(name="other"))
     with pytest.raises(HfgalError, match="holds results of study 'mini'.*--force"):
-        run_study(other, out, recipe=RECIPE, launcher="python", emit_commands=commands)
+        run_study(other, out, launcher="python", emit_commands=commands)
     changed = _write(tmp_path / "mini2.yaml", _mini_study(seeds=[0, 1]))
     with pytest.raises(HfgalError, match=r"study 'mini' with a different config \(seeds\)"):
-        run_study(changed, out, recipe=RECIPE, launcher="python", emit_commands=commands)
+        run_study(changed, out, launcher="python", emit_commands=commands)
     assert yaml.safe_load((out / "study.yaml").read_text())["name"] == "mini"  # untouched
 
     # --force takes the folder over; a finished run whose settings changed is stale and will be re-run.
@@ -241,7 +315,7 @@ def test_output_dir_of_another_study_is_refused_without_force(tmp_path):
     (out / "runs" / first.slug / "results.json").write_text(json.dumps(make_results()))
     assert run_status(first, out) == "done"
     lr = _write(tmp_path / "mini3.yaml", _mini_study(defaults={"max_steps": 3, "use_cpu": True}))
-    assert run_study(lr, out, recipe=RECIPE, launcher="python", emit_commands=commands, force=True) == 0
+    assert run_study(lr, out, launcher="python", emit_commands=commands, force=True) == 0
     assert run_status(load_study(lr).runs[0], out) == "new"  # the stale folder was cleared
     assert "--max_steps 3" in commands.read_text().splitlines()[0]
 
@@ -271,7 +345,7 @@ def test_checkpointed_run_resumes_and_finished_run_is_skipped(tmp_path):
     config = _write(tmp_path / "mini.yaml", _mini_study(seeds=[0]))
     study = load_study(config)
     out = tmp_path / "study"
-    run_study(config, out, recipe=RECIPE, launcher="python", emit_commands=tmp_path / "c.txt")
+    run_study(config, out, launcher="python", emit_commands=tmp_path / "c.txt")
     done, ckpt, failed = study.runs[:3]
     (out / "runs" / done.slug / "results.json").write_text(json.dumps(make_results()))
     (out / "runs" / ckpt.slug / "checkpoint-12").mkdir(parents=True)
@@ -312,7 +386,7 @@ def _finished_run(run_dir: Path, accuracy: float, seed: int, emissions: float, p
 
     run_dir.mkdir(parents=True, exist_ok=True)
     results = make_results(emissions_kg=emissions)
-    results["test"] = compute_gz10_metrics(*fake_predictions(400, accuracy, seed=seed), seed=0)
+    results["test"] = compute_gz10_metrics(*fake_predictions(400, accuracy, seed=seed))
     results.update(seed=seed, params_total=params, train_seconds=3600 + 60 * seed, train_images_per_second=80 + seed)
     (run_dir / "results.json").write_text(json.dumps(results))
     (run_dir / "model.safetensors").write_bytes(b"weights")
@@ -328,7 +402,7 @@ def reported_study(tmp_path):
 
     config = _write(tmp_path / "mini.yaml", _mini_study(variants={"tta": [False, True]}))
     out = tmp_path / "study"
-    run_study(config, out, recipe=RECIPE, launcher="python", emit_commands=tmp_path / "c.txt")
+    run_study(config, out, launcher="python", emit_commands=tmp_path / "c.txt")
     study = load_study(out)
     results = {}
     for i, run in enumerate(study.runs):
@@ -384,7 +458,7 @@ def test_report_numbers_equal_per_run_results(reported_study):
             half = t.ppf(0.975, len(runs) - 1) * std / math.sqrt(len(runs))
             assert float(row["accuracy_std"]) == pytest.approx(std, rel=1e-12)
             assert float(row["accuracy_ci95_low"]) == pytest.approx(statistics.fmean(acc) - half, rel=1e-12)
-        else:  # one seed: that run's bootstrap interval
+        else:  # one seed: the Wilson interval of that run's test accuracy
             assert float(row["accuracy_ci95_low"]) == pytest.approx(100 * runs[0]["test"]["accuracy_ci95"][0])
         for key, get in {
             "macro_f1_mean": lambda r: 100 * r["test"]["macro_f1"],
@@ -517,49 +591,46 @@ def test_study_push_is_one_dataset_commit_of_results_not_weights(reported_study,
 # --------------------------------------------------------------------------- the smoke study, for real
 
 
-def _start_runner(config: Path, out: Path, *extra: str) -> subprocess.Popen:
-    argv = [
-        sys.executable,
-        str(REPO / "recipes" / "study.py"),
-        "--config",
-        str(config),
-        "--output-dir",
-        str(out),
-        "--launcher",
-        sys.executable,
-        *extra,
-    ]
+def _start_runner(config: str, out: str, cwd: Path, *extra: str) -> subprocess.Popen:
+    """`hfgal study run` as a user starts it: from a folder of their own, the recipe run from the install."""
+    argv = [*HFGAL, "study", "run", "--config", config, "--output-dir", out, "--launcher", sys.executable, *extra]
     # Its own process group, so a SIGKILL of the group takes the runner and its fine-tuning child at once.
-    return subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        argv, env=_env(), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 @pytest.mark.slow
 def test_smoke_study_end_to_end_survives_sigkill(tmp_path):
     """The smoke study with the real recipe, SIGKILLed after its first run, resumed, plus a run that fails."""
     smoke = yaml.safe_load((STUDY_DIR / "smoke.yaml").read_text())
+    configs, work = tmp_path / "configs", tmp_path / "work"
+    configs.mkdir()
+    work.mkdir()
     broken = _write(
-        tmp_path / "broken.yaml",
+        configs / "broken.yaml",
         {
             "name": "broken",
             "dataset": smoke["dataset"],
             "runs": [{"name": "broken", "table": 1, "model": "timm:no_such_architecture", "init": "scratch"}],
         },
     )
-    # The smoke study as shipped, with a model that cannot be built appended to it.
+    # The smoke study as shipped (named, not a path), with a model that cannot be built appended to it (a path
+    # relative to this YAML, not to the working directory).
     config = _write(
-        tmp_path / "study.yaml",
+        configs / "study.yaml",
         {
             "name": "smoke",
             "dataset": smoke["dataset"],
             "seeds": smoke["seeds"],
-            "include": [str(STUDY_DIR / "smoke.yaml"), broken.name],
+            "include": ["smoke", broken.name],
         },
     )
     study = load_study(config)
-    out = tmp_path / "out"
+    out = work / "out"
     runs = out / "runs"
 
-    proc = _start_runner(config, out)
+    proc = _start_runner("../configs/study.yaml", "out", work)
     first = runs / study.runs[0].slug / "results.json"
     deadline = time.monotonic() + 240
     while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
@@ -572,7 +643,7 @@ def test_smoke_study_end_to_end_survives_sigkill(tmp_path):
     assert not (out / "report").exists()
 
     # Two at a time, one per "GPU": the ids only set CUDA_VISIBLE_DEVICES here (the smoke runs use the CPU).
-    proc = _start_runner(config, out, "--gpus", "0,1")
+    proc = _start_runner("../configs/study.yaml", "out", work, "--gpus", "0,1")
     output = proc.communicate(timeout=600)[0].decode()
     assert proc.returncode == 1, output[-3000:]  # the broken model failed, the others finished
     assert "0/10 runs finished" not in output and "1/10 runs finished" in output
@@ -582,6 +653,11 @@ def test_smoke_study_end_to_end_survives_sigkill(tmp_path):
 
     devices = {(runs / r.slug / "study_run.log").read_text().split()[1] for r in study.runs[1:]}
     assert devices == {"CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=1"}
+    # Every run ran the installed recipe module, nothing of the repository's layout.
+    for run in study.runs:
+        command = (runs / run.slug / "study_run.log").read_text().splitlines()[0]
+        launched = shlex.join([sys.executable, "-m", "hfgal.train", "--model", run.model])
+        assert f"{launched} " in command and "recipes/" not in command
     for run in study.runs:
         if run.entry == "broken":
             error = (runs / run.slug / "error.txt").read_text()
@@ -655,7 +731,7 @@ def test_tta_variant_evaluates_its_base_runs_model_in_a_parallel_study(tmp_path,
     }  # fmt: skip
     config = _write(tmp_path / "share.yaml", study)
     out = tmp_path / "study"
-    assert run_study(config, out, recipe=RECIPE, launcher=sys.executable, jobs=2, report=False) == 0
+    assert run_study(config, out, launcher=sys.executable, jobs=2, report=False) == 0
     base, tta = out / "runs" / "convnextv2-nano__seed0", out / "runs" / "convnextv2-nano__tta-true__seed0"
     trained = json.loads((base / "results.json").read_text())
     shared = json.loads((tta / "results.json").read_text())

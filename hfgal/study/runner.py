@@ -2,12 +2,14 @@
 
 `hfgal.study.plan` expands a study YAML into one `PlannedRun` per (model, pretraining, variant, seed), each with
 its own run folder and exact command; `run_study` launches them as separate processes so a crash loses one run,
-never the study, and a rerun skips the finished ones.
+never the study, and a rerun skips the finished ones. Each process runs the installed recipe module
+(`python -m hfgal.train ...`, `accelerate launch -m hfgal.train ...`), so a study needs no source checkout.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -24,6 +26,7 @@ from .plan import ERROR_FILE, RUN_LOG, RUN_RECORD, RUNS_DIR, STUDY_FILE, Planned
 from .protocols import protocol_lines
 
 DEFAULT_LAUNCHER = "accelerate launch --num_processes 1"
+RECIPE_MODULE = "hfgal.train"  # the fine-tuning recipe, run with `-m` under the launcher
 
 
 # --------------------------------------------------------------------------- run folders
@@ -58,11 +61,37 @@ def run_status(run: PlannedRun, out_dir: str | os.PathLike) -> str:
     return "resume" if has_checkpoint(run_dir) else "new"
 
 
+def recipe_argv(recipe: str | os.PathLike = RECIPE_MODULE) -> list[str]:
+    """How a launcher is told to run the recipe: `-m hfgal.train` for a module, the absolute path of a script.
+
+    Both `python` and `accelerate launch` take `-m MODULE` and a script path the same way.
+    """
+    text = str(recipe)
+    if text.endswith(".py") or "/" in text or os.sep in text:
+        return [str(Path(recipe).absolute())]
+    return ["-m", text]
+
+
+def check_recipe(recipe: str | os.PathLike = RECIPE_MODULE) -> None:
+    """Refuse a recipe that cannot be launched, before any run starts.
+
+    Raises:
+        HfgalError: a script that does not exist or a module this Python cannot import.
+    """
+    argv = recipe_argv(recipe)
+    if argv[0] == "-m":
+        if importlib.util.find_spec(argv[1]) is None:
+            raise HfgalError(f"--recipe {argv[1]}: no such module; leave --recipe out to run {RECIPE_MODULE}")
+    elif not Path(argv[0]).is_file():
+        raise HfgalError(f"--recipe {argv[0]}: no such file; leave --recipe out to run {RECIPE_MODULE}")
+
+
 def run_command(
     run: PlannedRun,
     out_dir: str | os.PathLike,
-    recipe: str | os.PathLike,
     launcher: str = DEFAULT_LAUNCHER,
+    *,
+    recipe: str | os.PathLike = RECIPE_MODULE,
     resume: bool = False,
     share: bool = True,
     concurrency: int = 1,
@@ -73,8 +102,8 @@ def run_command(
     Args:
         run: the planned run.
         out_dir: the study folder (the run folder is `out_dir/runs/<slug>`).
-        recipe: path of recipes/finetune.py.
         launcher: command prefix, e.g. "accelerate launch --num_processes 1" or "python".
+        recipe: the fine-tuning recipe: a module run with `-m` (default `hfgal.train`) or a script's path.
         resume: add `--resume_from_checkpoint true` (the recipe resumes from the latest checkpoint-*).
         share: for a run that shares another's training, add `--trained_run` (that run must be finished first).
         concurrency: runs on this machine at the same time (`--jobs` / `--gpus`): each run then books only its
@@ -86,7 +115,7 @@ def run_command(
         The argv list.
     """
     runs = Path(out_dir).absolute() / RUNS_DIR
-    argv = [*shlex.split(launcher), str(Path(recipe).absolute()), *run.recipe_args(runs / run.slug)]
+    argv = [*shlex.split(launcher), *recipe_argv(recipe), *run.recipe_args(runs / run.slug)]
     if share and run.shares_training_of:
         argv += ["--trained_run", str(runs / run.shares_training_of)]
     if concurrency > 1:
@@ -141,8 +170,8 @@ def _record_run(run: PlannedRun, run_dir: Path, argv: list[str]) -> None:
 def _launch(
     run: PlannedRun,
     out_dir: Path,
-    recipe: Path,
     launcher: str,
+    recipe: str | os.PathLike,
     gpu: str | None = None,
     concurrency: int = 1,
     log_tail: int = 40,
@@ -160,8 +189,9 @@ def _launch(
     base = run.shares_training_of
     share = base is not None and read_results(out_dir / RUNS_DIR / base) is not None
     argv = run_command(
-        run, out_dir, recipe, launcher, resume=resume, share=share, concurrency=concurrency, own_gpus=gpu is not None
-    )
+        run, out_dir, launcher, recipe=recipe, resume=resume, share=share, concurrency=concurrency,
+        own_gpus=gpu is not None,
+    )  # fmt: skip
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     (run_dir / RESULTS_FILE).unlink(missing_ok=True)  # a non-complete one from a killed attempt
     _record_run(run, run_dir, argv)
@@ -189,11 +219,11 @@ def _launch(
 
 
 def run_study(
-    config_path: str | os.PathLike,
+    config: str | os.PathLike,
     output_dir: str | os.PathLike | None = None,
     *,
-    recipe: str | os.PathLike,
     launcher: str = DEFAULT_LAUNCHER,
+    recipe: str | os.PathLike = RECIPE_MODULE,
     jobs: int = 1,
     dry_run: bool = False,
     emit_commands: str | os.PathLike | None = None,
@@ -207,10 +237,10 @@ def run_study(
     resumed with `--resume_from_checkpoint true`; a failing run gets `error.txt` and the study goes on.
 
     Args:
-        config_path: the study YAML.
+        config: the study YAML, or the name of a study shipped with hfgal (`full`, `smoke`, ...).
         output_dir: the study folder (default `studies/<name>`).
-        recipe: path of recipes/finetune.py.
-        launcher: command prefix of every run.
+        launcher: command prefix of every run, e.g. "accelerate launch --num_processes 1" or "python".
+        recipe: the fine-tuning recipe: a module run with `-m` (default `hfgal.train`) or a script's path.
         jobs: runs at a time (each its own process).
         dry_run: print the plan and the exact commands; launch and write nothing.
         emit_commands: write the commands of the unfinished runs to this file, one per line, and stop
@@ -223,40 +253,25 @@ def run_study(
     Returns:
         0 when every run finished, 1 when some failed.
     """
-    study = load_study(config_path)
+    study = load_study(config)
     out_dir = Path(output_dir or Path("studies") / study.name).absolute()
-    recipe = Path(recipe).absolute()
     if jobs < 1:
         raise HfgalError(f"--jobs {jobs} must be at least 1")
     gpus = [str(g).strip() for g in gpus or [] if str(g).strip()]
-    if gpus:
-        jobs = len(gpus)
-    if not dry_run and not recipe.is_file():
-        raise HfgalError(f"fine-tuning recipe {recipe} not found; pass --recipe PATH/TO/finetune.py")
     if dry_run:
-        print_plan(study, out_dir, recipe, launcher)
+        print_plan(study, out_dir, launcher, recipe)
         return 0
+    check_recipe(recipe)
     out_dir.mkdir(parents=True, exist_ok=True)
     with output_lock(out_dir, "study runner"):
         prepare_output_dir(study, out_dir, force=force)
         todo = [run for run in study.runs if run_status(run, out_dir) != "done"]
         if emit_commands is not None:
-            lines = []
-            for run in todo:
-                # Array tasks may be pre-empted and requeued, so every line resumes (the recipe starts fresh
-                # when the folder has no checkpoint); they run in parallel, so none waits to share a training.
-                argv = run_command(run, out_dir, recipe, launcher, resume=True, share=False)
-                run_dir = run.run_dir(out_dir)
-                if run_status(run, out_dir) == "stale":
-                    shutil.rmtree(run_dir)
-                _record_run(run, run_dir, argv)
-                lines.append(shlex.join(argv))
-            atomic_write_text(emit_commands, "".join(f"{line}\n" for line in lines))
-            print(f"wrote {len(lines)} commands to {emit_commands}; when they are done: hfgal study report {out_dir}")
+            write_commands(todo, out_dir, launcher, recipe, Path(emit_commands))
             return 0
         done = len(study.runs) - len(todo)
         print(f"study {study.name!r}: {done}/{len(study.runs)} runs finished, running {len(todo)} in {out_dir}")
-        outcomes = _run_all(todo, out_dir, recipe, launcher, jobs, gpus)
+        outcomes = _run_all(todo, out_dir, launcher, recipe, len(gpus) or jobs, gpus)
         if report:
             from .report import write_report
 
@@ -268,7 +283,27 @@ def run_study(
     return 0
 
 
-def print_plan(study: Study, out_dir: Path, recipe: Path, launcher: str = DEFAULT_LAUNCHER) -> None:
+def write_commands(
+    todo: Sequence[PlannedRun], out_dir: Path, launcher: str, recipe: str | os.PathLike, path: Path
+) -> None:
+    """Write one command per unfinished run to `path` (a SLURM job array's lines; `recipes/slurm_study.sh`)."""
+    lines = []
+    for run in todo:
+        # Array tasks may be pre-empted and requeued, so every line resumes (the recipe starts fresh when the
+        # folder has no checkpoint); they run in parallel, so none waits to share a training.
+        argv = run_command(run, out_dir, launcher, recipe=recipe, resume=True, share=False)
+        run_dir = run.run_dir(out_dir)
+        if run_status(run, out_dir) == "stale":
+            shutil.rmtree(run_dir)
+        _record_run(run, run_dir, argv)
+        lines.append(shlex.join(argv))
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
+    print(f"wrote {len(lines)} commands to {path}; when they are done: hfgal study report {out_dir}")
+
+
+def print_plan(
+    study: Study, out_dir: Path, launcher: str = DEFAULT_LAUNCHER, recipe: str | os.PathLike = RECIPE_MODULE
+) -> None:
     """Print every run of the study with its status and exact command (what --dry-run shows)."""
     statuses = {run.slug: run_status(run, out_dir) for run in study.runs}
     todo = sum(status != "done" for status in statuses.values())
@@ -281,12 +316,17 @@ def print_plan(study: Study, out_dir: Path, recipe: Path, launcher: str = DEFAUL
             if column.model is None:
                 print(f"  [n/a]    {entry.name} / {column.name}: {column.note}")
     for run in study.runs:
-        argv = run_command(run, out_dir, recipe, launcher, resume=statuses[run.slug] == "resume")
+        argv = run_command(run, out_dir, launcher, recipe=recipe, resume=statuses[run.slug] == "resume")
         print(f"  [{statuses[run.slug]}] {run.slug}\n    {shlex.join(argv)}")
 
 
 def _run_all(
-    todo: Sequence[PlannedRun], out_dir: Path, recipe: Path, launcher: str, jobs: int, gpus: Sequence[str] = ()
+    todo: Sequence[PlannedRun],
+    out_dir: Path,
+    launcher: str,
+    recipe: str | os.PathLike,
+    jobs: int,
+    gpus: Sequence[str] = (),
 ) -> list[dict]:
     import queue
 
@@ -302,7 +342,7 @@ def _run_all(
         gpu = free_gpus.get() if gpus else None
         try:
             print(f"[start] {run.slug}" + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)
-            outcome = _launch(run, out_dir, recipe, launcher, gpu=gpu, concurrency=min(jobs, len(todo)))
+            outcome = _launch(run, out_dir, launcher, recipe, gpu=gpu, concurrency=min(jobs, len(todo)))
         finally:
             if gpu is not None:
                 free_gpus.put(gpu)
