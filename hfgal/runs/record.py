@@ -49,7 +49,7 @@ class SplitMetrics:
     accuracy: float
     balanced_accuracy: float
     macro_f1: float
-    accuracy_ci95: list[float]  # [low, high], 95 % bootstrap interval of the accuracy
+    accuracy_ci95: list[float]  # [low, high], 95 % Wilson score interval of the accuracy
     num_examples: int
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> precision, recall, f1, support
     confusion_matrix: list[list[int]] = field(default_factory=list)  # rows = true class, columns = predicted
