@@ -40,6 +40,11 @@ GZ10_CLASS_COUNTS: tuple[int, ...] = (1081, 1853, 2645, 2027, 334, 2043, 1829, 2
 # The published GZ10 copy on the Hub (90/10 train/test, `label` as plain integers): the recipe's default dataset.
 DEFAULT_DATASET = "matthieulel/galaxy10_decals"
 
+# hfgal's rotation-equivariant model type (hfgal.models.equivariant) and the prefix of its named configs: known here
+# so that tables and reports recognise such runs without importing torch.
+EQUIVARIANT_MODEL_TYPE = "gz10_equivariant"
+EQUIVARIANT_CONFIG_PREFIX = "gcnn-"
+
 # Pixel scale of the DECaLS cutouts in Galaxy10 (arcsec / pixel).
 GZ10_PXSCALE = 0.262
 GZ10_IMAGE_SIZE = 256

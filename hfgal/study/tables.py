@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models.equivariant import MODEL_TYPE as EQUIVARIANT_MODEL_TYPE
-from ..models.equivariant import NAMED_CONFIGS as EQUIVARIANT_CONFIGS
+from ..constants import EQUIVARIANT_CONFIG_PREFIX, EQUIVARIANT_MODEL_TYPE
 from ..runs import RunRecord, read_results
 from .plan import ERROR_FILE, Entry, PlannedRun, Study
 from .protocols import PUBLISHED_TABLE1, PUBLISHED_TABLE2
@@ -193,7 +192,8 @@ def _stat_row(group: Group, stats: dict | None) -> dict:
 
 def is_equivariant(group: Group) -> bool:
     """A row of hfgal's rotation-equivariant GCNNs (a named config, or runs that recorded that model type)."""
-    return group.model in EQUIVARIANT_CONFIGS or any(r.model_type == EQUIVARIANT_MODEL_TYPE for r in group.results)
+    named = group.model.startswith(EQUIVARIANT_CONFIG_PREFIX)
+    return named or any(r.model_type == EQUIVARIANT_MODEL_TYPE for r in group.results)
 
 
 EQUIVARIANT_NOTE = (

@@ -13,10 +13,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ...constants import EQUIVARIANT_MODEL_TYPE
+
 if TYPE_CHECKING:
     import os
 
-MODEL_TYPE = "gz10_equivariant"
+MODEL_TYPE = EQUIVARIANT_MODEL_TYPE
 # The modelling code a model folder carries (copied next to config.json), and the auto_map that points at it.
 CODE_FILES = ("configuration_gz10_equivariant.py", "modeling_gz10_equivariant.py")
 AUTO_MAP = {
