@@ -3,12 +3,16 @@
 
     python benchmarks/gz10_fullsize.py --work-dir /tmp/gz10-fullsize          # 2 CPU cores: about 5 minutes
     python benchmarks/gz10_fullsize.py --work-dir /tmp/gz10-fullsize --finetune-epochs 1
+    python benchmarks/gz10_fullsize.py --work-dir /tmp/gz10-fullsize --stages png,build --code OTHER_CHECKOUT
 
 It first writes (once per work dir) a Galaxy10 DECaLS-schema h5 of the full size: 17,736 rows of `images` uint8
 (N, 256, 256, 3), `ans`, `ra`, `dec`, `redshift`, `pxscale`. The coordinates are the real ones of all 17,736 GZ10
 galaxies (`tests/data/galaxy10_coord.csv.gz`, with their duplicates and close pairs); labels follow the real class
 counts; the pixels are hfgal's synthetic galaxies (sky noise included, so PNGs weigh what real cutouts do,
 ~125 KB). Then, each as its own process tree, watched for peak memory every 0.5 s:
+  png         the PNG writer of the build (`hfgal.data.build.encode_png`) beside Pillow's level 1 and its default, on
+              the real cutouts of tests/data/gz10-sample: CPU milliseconds per image (median of rounds, the writers
+              interleaved so that other load hits them alike) and bytes;
   build       `hfgal data build --h5 H5 --out DIR` (the CLI command, as a subprocess);
   cache       the uint8 cache at 224 px of every split of DIR (`hfgal.data.cache.cached_splits`), from scratch;
   finetune    (with --finetune-epochs) `accelerate launch --num_processes 1 recipes/finetune.py` on DIR: the small
@@ -37,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hfgal.io import atomic_file
+from hfgal.io import atomic_file, available_cores
 
 REPO = Path(__file__).resolve().parents[1]
 COORDINATES = REPO / "tests" / "data" / "galaxy10_coord.csv.gz"
@@ -51,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--h5-compression", choices=["none", "gzip"], default="none")
     parser.add_argument("--image-size", type=int, default=224, help="uint8 cache resolution")
     parser.add_argument("--finetune-epochs", type=float, default=0, help="also fine-tune over the data (0: skip)")
-    parser.add_argument("--stages", default="build,cache", help="comma-separated: build, cache")
+    parser.add_argument("--stages", default="build,cache", help="comma-separated: png, build, cache")
+    parser.add_argument("--png-rounds", type=int, default=7, help="rounds of the png stage (median)")
     parser.add_argument("--code", default=str(REPO), help="hfgal checkout whose data build and cache are timed")
     return parser.parse_args(argv)
 
@@ -82,7 +87,7 @@ def write_h5(path: Path, rows: int | None, compression: str) -> Path:
     start = time.perf_counter()
     import multiprocessing as mp
 
-    with h5py.File(tmp, "w") as f, mp.get_context("fork").Pool(os.cpu_count()) as pool:
+    with h5py.File(tmp, "w") as f, mp.get_context("fork").Pool(available_cores()) as pool:
         options = {"compression": "gzip", "compression_opts": 4} if compression == "gzip" else {}
         images = f.create_dataset("images", (n, 256, 256, 3), dtype=np.uint8, chunks=(1, 256, 256, 3), **options)
         f["ans"] = catalog["label"].astype(np.uint8)
@@ -183,15 +188,54 @@ def _folder_bytes(path: Path) -> int:
 CACHE_SCRIPT = """
 import json, sys
 from hfgal.data.cache import cached_splits
+from hfgal.data.geometry import Geometry
 from hfgal.data.sources import load_gz10
-dsd = load_gz10(sys.argv[1])
-splits, seconds = cached_splits(dsd, (int(sys.argv[2]), int(sys.argv[2])), sys.argv[3])
+gz10 = load_gz10(sys.argv[1])
+splits, seconds = cached_splits(gz10.splits, Geometry(int(sys.argv[2])), sys.argv[3])
 print(json.dumps({"seconds": seconds, "images": sum(len(s) for s in splits.values())}))
+"""
+
+PNG_SCRIPT = """
+import io, json, statistics, sys, time
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from hfgal.data.build import encode_png
+
+def pillow(**options):
+    def write(pixels):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG", **options)
+        return buffer.getvalue()
+    return write
+
+images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(Path(sys.argv[1]).glob("*.png"))]
+writers = {
+    "hfgal": lambda pixels: encode_png(pixels)["bytes"],
+    "pillow_level1": pillow(compress_level=1),
+    "pillow_default": pillow(),
+}
+for name, write in writers.items():
+    for pixels in images:
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(write(pixels)))), pixels), name
+ms = {name: [] for name in writers}
+for _ in range(int(sys.argv[2])):
+    for name, write in writers.items():
+        start = time.thread_time()
+        for pixels in images:
+            write(pixels)
+        ms[name].append(1000 * (time.thread_time() - start) / len(images))
+kb = {name: sum(len(write(p)) for p in images) / len(images) / 1000 for name, write in writers.items()}
+print(json.dumps({
+    "images": len(images),
+    "ms_per_image": {name: round(statistics.median(t), 2) for name, t in ms.items()},
+    "kb_per_image": {name: round(size, 1) for name, size in kb.items()},
+}))
 """
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hfgal.train.hardware import available_cores, hardware_info
+    from hfgal.train.hardware import hardware_info
 
     args = parse_args(argv)
     work = Path(args.work_dir).absolute()
@@ -212,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": hardware_info().cpu,
         "cores": available_cores(),
     }
+
+    if "png" in stages:
+        cmd = [sys.executable, "-c", PNG_SCRIPT, str(REPO / "tests" / "data" / "gz10-sample"), str(args.png_rounds)]
+        run_watched(cmd, env, work / "png.log")
+        record["png"] = json.loads((work / "png.log").read_text().strip().splitlines()[-1])
+        print(f"PNG writers: {record['png']}", flush=True)
 
     if "build" in stages:
         cmd = [sys.executable, "-m", "hfgal.cli", "data", "build", "--h5", str(h5), "--out", str(out), "--overwrite"]

@@ -1,5 +1,6 @@
 """Files written so that nothing is ever half-written: atomic files and folders, output-folder locks, the check
-that a cache folder is writable, and the card templates shipped with the package."""
+that a cache folder is writable, and the card templates shipped with the package; and the count of cores this
+process may use, which every stage sizes its workers by."""
 
 from __future__ import annotations
 
@@ -209,3 +210,14 @@ def card_template(name: str) -> Path:
     if path is None:
         raise HfgalError(f"card template {name} not found; reinstall hfgal")
     return path
+
+
+# --------------------------------------------------------------------------- cores
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or scheduler's limit, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1

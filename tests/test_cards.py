@@ -18,6 +18,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from fixtures.runs import make_config, make_results, make_run_dir
 from hfgal.constants import GZ10_CLASSES, GZ10_DESCRIPTIONS
 from hfgal.data.card import render_dataset_card
+from hfgal.data.split import SplitInfo
 from hfgal.errors import HfgalError
 from hfgal.hub.card import render_model_card, write_model_card
 from hfgal.runs import RunRecord, most_confused_pairs
@@ -276,7 +277,7 @@ SPLIT_INFO = {
 
 
 def test_dataset_card_lists_counts_and_split(tmp_path):
-    card = render_dataset_card(SPLIT_INFO, repo_id="astro-user/galaxy10-decals")
+    card = render_dataset_card(SplitInfo.from_dict(SPLIT_INFO), repo_id="astro-user/galaxy10-decals")
     card.save(tmp_path / "README.md")
     loaded = DatasetCard.load(tmp_path / "README.md")
     meta = loaded.data.to_dict()
@@ -310,7 +311,7 @@ def test_dataset_card_for_a_leaky_synthetic_split():
     info = copy.deepcopy(SPLIT_INFO)
     info.update(source="synthetic:600", scheme="poster", grouped=False, num_rows=600)
     info["close_pairs"] = [{"within_arcsec": 67.072, "pairs": 9, "cross_split": 3}]
-    card = render_dataset_card(info)
+    card = render_dataset_card(SplitInfo.from_dict(info))
     text = str(card)
     assert card.data.pretty_name == "Synthetic GZ10-like galaxies"
     assert "sky neighbours not kept together" in text and "such groups" not in text
@@ -321,7 +322,7 @@ def test_dataset_card_for_a_leaky_synthetic_split():
 
 def test_dataset_card_of_a_split_info_written_before_the_close_pair_table():
     old = {k: v for k, v in SPLIT_INFO.items() if k not in ("grouped", "close_pairs")} | {"separation_arcsec": 10.0}
-    text = str(render_dataset_card(old))
+    text = str(render_dataset_card(SplitInfo.from_dict(old)))
     assert 'galaxies closer than 10" on the sky kept in one split' in text
     assert 'No pair of galaxies closer than 10" sits on both sides of a split.' in text and '| 1"' not in text
 
@@ -329,21 +330,22 @@ def test_dataset_card_of_a_split_info_written_before_the_close_pair_table():
 def test_dataset_card_of_the_hub_copy_says_what_its_split_is():
     info = {k: SPLIT_INFO[k] for k in ("num_rows", "counts")} | {"source": "matthieulel/galaxy10_decals"}
     info |= {"scheme": "hub-split", "seed": 42, "separation_arcsec": None, "grouped": False, "close_pairs": None}
-    text = str(render_dataset_card(info))
+    text = str(render_dataset_card(SplitInfo.from_dict(info)))
     assert "Split: hub-split (no coordinates): the published train/test of matthieulel/galaxy10_decals" in text
     assert "validation carved from train (10 %, stratified by class, seed 42)" in text
     assert "could not be searched for" in text and "`default`" not in text
 
 
-def test_dataset_card_without_coordinates_or_scheme():
-    info = {k: SPLIT_INFO[k] for k in ("num_rows", "counts")} | {"separation_arcsec": None}
-    text = str(render_dataset_card(info))
-    assert "no sky coordinates" in text and "80/10/10" in text
+def test_dataset_card_without_coordinates():
+    info = {k: SPLIT_INFO[k] for k in ("num_rows", "counts")} | {"scheme": "default", "separation_arcsec": None}
+    text = str(render_dataset_card(SplitInfo.from_dict(info)))
+    assert "no sky coordinates" in text and "80/10/10" in text and "could not be searched for" in text
+    assert "such groups" not in text and '| 1"' not in text
 
 
 def test_dataset_card_needs_counts():
     with pytest.raises(HfgalError, match="no 10 class counts for test"):
-        render_dataset_card({"counts": {"train": [1] * 10, "validation": [1] * 10}})
+        render_dataset_card(SplitInfo(scheme="default", counts={"train": [1] * 10, "validation": [1] * 10}))
 
 
 def test_local_dataset_run_names_no_hub_dataset_and_hides_local_paths():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +46,8 @@ def test_h5_to_datasetdict(gz10_h5, gz10_h5_arrays, tmp_path):
     # Every duplicate / near pair lands in one split.
     for i, j, _ in a["pairs"]:
         assert split_of[int(i)] == split_of[int(j)]
-    assert dsd.split_info["duplicate_groups"] == len(a["pairs"])
-    assert dsd.split_info["cross_split_pairs"] == 0
+    assert dsd.info.duplicate_groups == len(a["pairs"])
+    assert dsd.info.cross_split_pairs == 0
     # Pixels and columns identical to the h5.
     for s in SPLITS:
         for row in dsd[s].select(range(min(3, len(dsd[s])))):
@@ -94,10 +95,11 @@ def test_load_gz10_sources_share_features(sample_dir, gz10_h5, tmp_path):
     # The imagefolder sample loads with the labels of its metadata.csv.
     assert sum(len(from_folder[s]) for s in SPLITS) == len(sample_rows())
     assert set(from_folder["train"]["label"]) == set(range(10))
-    # save_to_disk folder round trip.
-    from_h5.save_to_disk(str(tmp_path / "saved"))
+    # save_to_disk folder round trip: without a split_info.json, its three splits are taken as published.
+    from_h5.splits.save_to_disk(str(tmp_path / "saved"))
     again = load_gz10(str(tmp_path / "saved"))
     assert [len(again[s]) for s in SPLITS] == [len(from_h5[s]) for s in SPLITS]
+    assert again.info.scheme == "published" and again.info.counts == from_h5.info.counts
 
 
 def test_imagefolder_labels_match_metadata(sample_dir):
@@ -136,11 +138,11 @@ def test_published_hub_layout_is_conformed():
     # Stratified: no class loses more than one image to validation.
     assert np.bincount(dsd["validation"]["label"], minlength=10).max() == 1
     # The split is recorded as what it is: the published train/test, validation carved here, nothing grouped.
-    info = dsd.split_info
-    assert info["scheme"] == "hub-split" and info["seed"] == 0 and not info["grouped"]
-    assert info["split"].startswith("hub-split (no coordinates): the published train/test of hub-like")
-    assert info["separation_arcsec"] is None and info["close_pairs"] is None
-    assert info["counts"]["validation"] == np.bincount(dsd["validation"]["label"], minlength=10).tolist()
+    info = dsd.info
+    assert info.scheme == "hub-split" and info.seed == 0 and not info.grouped
+    assert info.description.startswith("hub-split (no coordinates): the published train/test of hub-like")
+    assert info.separation_arcsec is None and info.close_pairs is None
+    assert info.counts["validation"] == np.bincount(dsd["validation"]["label"], minlength=10).tolist()
 
 
 @pytest.mark.parametrize(
@@ -159,9 +161,12 @@ def test_saved_folder_keeps_the_split_it_was_built_with(gz10_h5, tmp_path):
 
     built = gz10_from_h5(gz10_h5, cache_dir=str(tmp_path / "cache"))
     save_gz10(built, tmp_path / "gz10")
+    written = json.loads((tmp_path / "gz10" / "split_info.json").read_text())
+    assert written == json.loads(json.dumps(built.info.to_dict()))
     again = load_gz10(str(tmp_path / "gz10"), split_scheme="default", separation_arcsec=256 * 0.262)
-    assert again.split_info == json.loads(json.dumps(built.split_info))  # as written to split_info.json
-    assert again.split_info["scheme"] == "default" and again.split_info["split"].startswith("hfgal's `default` split")
+    assert again.info == built.info  # as written to split_info.json
+    assert again.info.scheme == "default" and again.info.description.startswith("hfgal's `default` split")
+    assert written["split"] == again.info.description
     for request_ in ({"split_scheme": "poster"}, {"separation_arcsec": 10.0}):
         with pytest.raises(HfgalError, match="its 'default' split"):
             load_gz10(str(tmp_path / "gz10"), **request_)
@@ -170,6 +175,35 @@ def test_saved_folder_keeps_the_split_it_was_built_with(gz10_h5, tmp_path):
 def test_poster_scheme_refuses_a_linking_radius(gz10_h5):
     with pytest.raises(HfgalError, match="cannot be honoured by the 'poster' split scheme"):
         load_gz10(str(gz10_h5), split_scheme="poster", separation_arcsec=10.0)
+
+
+@pytest.mark.parametrize(
+    "request_, needle",
+    [
+        ({"split_scheme": "random"}, "split scheme 'random' is not valid; use default or poster, or leave it unset"),
+        ({"separation_arcsec": -1.0}, "linking radius -1.0 arcsec is not valid; pass a distance >= 0"),
+        ({"separation_arcsec": float("nan")}, "linking radius nan arcsec is not valid"),
+    ],
+)
+def test_a_split_request_that_is_not_valid_is_refused_in_one_line(sample_dir, gz10_h5, request_, needle):
+    # The same check wherever the request enters: load_gz10 (any source, before it is read) and gz10_from_h5.
+    for load in (lambda: load_gz10(str(sample_dir), **request_), lambda: gz10_from_h5(gz10_h5, **request_)):
+        with pytest.raises(HfgalError, match=re.escape(needle)) as err:
+            load()
+        assert "\n" not in str(err.value)
+
+
+def test_split_info_travels_beside_the_splits(gz10_h5, tmp_path):
+    """The split info is not an attribute of the splits, so `.map` / `.filter` on them cannot lose it."""
+    import dataclasses
+
+    gz10 = gz10_from_h5(gz10_h5, cache_dir=str(tmp_path / "cache"))
+    assert not hasattr(gz10.splits, "split_info")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        gz10.info = None
+    assert dict(gz10.items()) == dict(gz10.splits.items()) and len(gz10) == 3
+    assert gz10.info.num_rows == sum(len(gz10[s]) for s in gz10)
+    assert gz10.info.counts == {s: np.bincount(gz10[s]["label"], minlength=10).tolist() for s in SPLITS}
 
 
 def test_real_sky_close_pairs_and_the_pairs_each_scheme_leaves_across_splits():

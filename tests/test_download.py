@@ -43,9 +43,9 @@ def test_download_verifies_then_renames_and_loads_as_a_source(h5_bytes, zenodo_c
         load_gz10("zenodo", cache_dir=str(tmp_path / "datasets"))
         assert len(server.requests) == seen
     assert sum(len(dsd[s]) for s in SPLITS) == 30
-    info = dsd.split_info
-    assert info["source"] == f"zenodo:{RECORD}/{NAME}" and info["scheme"] == "default" and info["grouped"]
-    assert info["separation_arcsec"] == pytest.approx(256 * 0.262)
+    info = dsd.info
+    assert info.source == f"zenodo:{RECORD}/{NAME}" and info.scheme == "default" and info.grouped
+    assert info.separation_arcsec == pytest.approx(256 * 0.262)
 
 
 def test_cut_connection_resumes_with_a_range_request(h5_bytes, zenodo_cache, monkeypatch):

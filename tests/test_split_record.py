@@ -35,7 +35,7 @@ def _hub_copy_split_info() -> SplitInfo:
             "test": Dataset.from_dict({"image": images[50:], "label": labels[50:]}, features=feats),
         }
     )
-    return SplitInfo.from_dict(conform_gz10(hub_like, seed=42, source=DEFAULT_DATASET).split_info)
+    return conform_gz10(hub_like, seed=42, source=DEFAULT_DATASET).info
 
 
 H5_SPLIT_INFO = SplitInfo(
@@ -108,10 +108,17 @@ def test_recipe_split_arguments(tmp_path):
 
     _, data_args, _ = parse_args(["--dataset", "zenodo", "--output_dir", str(tmp_path)])
     assert data_args.split_scheme is None and data_args.split_separation_arcsec is None  # the honest default
-    _, data_args, _ = parse_args(["--split_scheme", "poster", "--split_separation_arcsec", "30", "--output_dir", "o"])
-    assert (data_args.split_scheme, data_args.split_separation_arcsec) == ("poster", 30.0)
-    with pytest.raises(HfgalError, match="--split_scheme 'random' is not valid; use default or poster"):
+    _, data_args, _ = parse_args(["--split_scheme", "default", "--split_separation_arcsec", "30", "--output_dir", "o"])
+    assert (data_args.split_scheme, data_args.split_separation_arcsec) == ("default", 30.0)
+    _, data_args, _ = parse_args(["--split_scheme", "poster", "--output_dir", "o"])
+    assert (data_args.split_scheme, data_args.split_separation_arcsec) == ("poster", None)
+    # Refused while the arguments are parsed, by the check load_gz10 makes: nothing is loaded first.
+    with pytest.raises(HfgalError, match="split scheme 'random' is not valid; use default or poster"):
         parse_args(["--split_scheme", "random", "--output_dir", str(tmp_path)])
+    with pytest.raises(HfgalError, match="cannot be honoured by the 'poster' split scheme"):
+        parse_args(["--split_scheme", "poster", "--split_separation_arcsec", "30", "--output_dir", str(tmp_path)])
+    with pytest.raises(HfgalError, match="linking radius -5.0 arcsec is not valid"):
+        parse_args(["--split_separation_arcsec", "-5", "--output_dir", str(tmp_path)])
 
 
 @pytest.mark.parametrize("flag, value", [("split_scheme", "default"), ("split_separation_arcsec", "67.072")])

@@ -7,8 +7,8 @@ from ..constants import DEFAULT_SEPARATION_ARCSEC
 from ..data.split import SCHEMES, SPLITS
 
 
-def _counts(dsd) -> str:
-    return ", ".join(f"{s}: {len(dsd[s])}" for s in SPLITS)
+def _counts(gz10) -> str:
+    return ", ".join(f"{s}: {len(gz10[s])}" for s in SPLITS)
 
 
 def _build(args) -> int:
@@ -18,7 +18,7 @@ def _build(args) -> int:
         from ..hub.access import check_push_access
 
         check_push_access(args.push_to)  # fail before hours of work, not after
-    dsd = build_dataset(
+    gz10 = build_dataset(
         args.out,
         h5=args.h5,
         source=args.source,
@@ -28,7 +28,7 @@ def _build(args) -> int:
         repo_id=args.push_to,
         overwrite=args.overwrite,
     )
-    print(f"wrote {args.out} ({_counts(dsd)})")
+    print(f"wrote {args.out} ({_counts(gz10)})")
     if args.push_to:
         from ..hub.push import push_dataset
 
@@ -49,7 +49,7 @@ def _download(args) -> int:
 def _synthetic(args) -> int:
     from ..data.save import build_synthetic
 
-    dsd = build_synthetic(
+    gz10 = build_synthetic(
         args.out,
         n=args.n,
         seed=args.seed,
@@ -57,7 +57,7 @@ def _synthetic(args) -> int:
         split_scheme=args.split_scheme,
         overwrite=args.overwrite,
     )
-    print(f"wrote {args.out} ({_counts(dsd)})")
+    print(f"wrote {args.out} ({_counts(gz10)})")
     return 0
 
 

@@ -1,12 +1,11 @@
-"""Rows -> a split GZ10 `DatasetDict`: the features every source shares, label checks, and the builder that assigns
-the split, then writes each split straight in its own order, a chunk of images at a time, PNG-encoded by as many
-processes as there are cores (`datasets`' own `num_proc`), and attaches the split's summary."""
+"""Rows -> split GZ10: the features every source shares, label checks, and the builder that assigns the split, then
+writes each split straight in its own order, a chunk of images at a time, PNG-encoded by as many processes as there
+are cores (`datasets`' own `num_proc`), and returns the splits with their `SplitInfo`."""
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -16,32 +15,13 @@ import numpy as np
 
 from ..constants import DEFAULT_SEPARATION_ARCSEC, GZ10_CLASSES, NUM_CLASSES
 from ..errors import HfgalError
-from ..io import require_writable_dir
-from .split import SCHEMES, SPLITS, describe_split, gz10_split, split_summary
+from ..io import available_cores, require_writable_dir
+from .split import SCHEMES, SPLITS, GZ10Splits, SplitInfo, gz10_split, split_summary
 
 if TYPE_CHECKING:
     from datasets import DatasetDict, Features
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_scheme(split_scheme: str | None, separation_arcsec: float | None) -> tuple[str, float]:
-    """The split scheme and linking radius a source that is split here will use (None: the defaults).
-
-    Raises:
-        HfgalError: an unknown scheme, or a linking radius with a scheme that does not group (one line).
-    """
-    scheme = split_scheme or "default"
-    if scheme not in SCHEMES:
-        raise HfgalError(f"unknown split scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    if separation_arcsec is not None and not SCHEMES[scheme][1]:
-        raise HfgalError(
-            f"a linking radius ({separation_arcsec:g} arcsec) cannot be honoured by the {scheme!r} split scheme, "
-            "which does not keep sky neighbours together; drop the radius or use the default scheme"
-        )
-    if separation_arcsec is not None and not separation_arcsec >= 0:
-        raise HfgalError(f"linking radius {separation_arcsec} arcsec is not valid; pass a distance >= 0")
-    return scheme, DEFAULT_SEPARATION_ARCSEC if separation_arcsec is None else float(separation_arcsec)
 
 
 def gz10_features() -> Features:
@@ -128,15 +108,6 @@ def _split_rows(chunks: list[np.ndarray], images: Callable, columns: dict[str, n
                 yield row
 
 
-def default_num_proc() -> int:
-    """Processes that write a split: the CPUs this process may use, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity (macOS)
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
-
-
 def build_gz10(
     images: Callable[[int, int], np.ndarray],
     labels: np.ndarray,
@@ -153,34 +124,32 @@ def build_gz10(
     chunk_size: int = 64,
     fingerprint: str | None = None,
     num_proc: int | None = None,
-) -> DatasetDict:
-    """Build the GZ10 `DatasetDict` from column arrays and a chunked image reader.
+) -> GZ10Splits:
+    """Split GZ10 rows given as column arrays and a chunked image reader, and write each split.
 
     Args:
         images: `images(start, stop)` returns uint8 `(stop - start, H, W, 3)` rows of the source, in order (or
             already encoded `{"bytes", "path"}` images); picklable, as the writing processes call it.
         labels, ra, dec, redshift, pxscale: one value per row (degrees, arcsec/pixel; NaN redshift allowed).
         seed, split_scheme, separation_arcsec: see `hfgal.data.split.gz10_split`; None means `default` and the
-            cutout width (`DEFAULT_SEPARATION_ARCSEC`).
-        source: where the rows came from (recorded in the split summary and the card).
+            cutout width (`DEFAULT_SEPARATION_ARCSEC`). The request is checked where it entered hfgal
+            (`hfgal.data.published.check_split_request`).
+        source: where the rows came from (recorded in the split info and the card).
         cache_dir: where datasets writes its Arrow files (default: the datasets cache).
         chunk_size: images read and encoded at once by a writing process.
         fingerprint: identifies the source's content for the datasets cache (default: `source`).
-        num_proc: processes that read, encode and write each split (default `default_num_proc()`); each writes
-            its own Arrow shard of the split.
+        num_proc: processes that read, encode and write each split (default: the available cores, at most 8);
+            each writes its own Arrow shard of the split.
 
     Returns:
-        `DatasetDict` with `train`, `validation`, `test`; its `split_info` attribute summarises the split (see
-        `hfgal.data.split.split_summary`, plus `source`, `scheme`, `seed`, `fractions`, `grouped` and `split`, one
-        line saying how it was made).
+        `GZ10Splits`: the `train`, `validation` and `test` splits, and their `SplitInfo` (counts, sky groups, close
+        pairs crossing; `source`, `scheme`, `seed`, `fractions`, `grouped`).
 
     Raises:
-        HfgalError: an unknown scheme, or a linking radius with a scheme that does not group (one line).
+        HfgalError: a label outside the 10 classes, or no writable datasets cache (one line).
     """
-    from datasets import Dataset, DatasetDict
-
-    scheme, separation = resolve_scheme(split_scheme, separation_arcsec)
-    grouping = SCHEMES[scheme][1]
+    scheme = split_scheme or "default"
+    separation = DEFAULT_SEPARATION_ARCSEC if separation_arcsec is None else float(separation_arcsec)
     labels = np.asarray(labels, dtype=np.int64)
     check_labels(labels, source or "dataset")
     if cache_dir is None:
@@ -189,41 +158,52 @@ def build_gz10(
         require_writable_dir(
             config.HF_DATASETS_CACHE, "datasets cache", "set HF_DATASETS_CACHE (or HF_HOME) to a writable folder"
         )
-    n = len(labels)
     columns = {
         "label": labels,
         "ra": np.asarray(ra, dtype=np.float64),
         "dec": np.asarray(dec, dtype=np.float64),
         "redshift": np.asarray(redshift, dtype=np.float64),
         "pxscale": np.asarray(pxscale, dtype=np.float64),
-        "gz10_index": np.arange(n, dtype=np.int64),
+        "gz10_index": np.arange(len(labels), dtype=np.int64),
     }
     indices = gz10_split(labels, columns["ra"], columns["dec"], seed=seed, scheme=scheme, separation_arcsec=separation)
-    # Each split is written in its final order, so saving it is a rename, not a copy of every PNG (`save_gz10`).
+    splits = _write_splits(
+        indices, images, columns, cache_dir, chunk_size, fingerprint or source, num_proc or min(8, available_cores())
+    )
+    split_of = np.empty(len(labels), dtype=np.int64)
+    for i, s in enumerate(SPLITS):
+        split_of[indices[s]] = i
+    counted = split_summary(labels, split_of, columns["ra"], columns["dec"], separation_arcsec=separation)
+    fractions, grouping = SCHEMES[scheme]
+    grouped = grouping and counted["separation_arcsec"] is not None
+    info = SplitInfo(scheme=scheme, source=source, seed=int(seed), fractions=fractions, grouped=grouped, **counted)
+    return GZ10Splits(splits, info)
+
+
+def _write_splits(
+    indices: dict[str, np.ndarray],
+    images: Callable,
+    columns: dict[str, np.ndarray],
+    cache_dir: str | None,
+    chunk_size: int,
+    stamp: str,
+    num_proc: int,
+) -> DatasetDict:
+    """Each split written once, in its final order (so saving it is a rename, not a copy of every PNG: `save_gz10`),
+    by up to `num_proc` processes, each handed a contiguous run of chunks and writing its own Arrow shard."""
+    from datasets import Dataset, DatasetDict
+
     dsd = DatasetDict()
     for s in SPLITS:
         chunks = [indices[s][i : i + chunk_size] for i in range(0, len(indices[s]), chunk_size)]
-        procs = min(num_proc or default_num_proc(), len(chunks))
+        procs = min(num_proc, len(chunks))
         dsd[s] = Dataset.from_generator(
             _split_rows,
             features=gz10_features(),
             cache_dir=cache_dir,
             split=s,
             # `stamp` only feeds the cache fingerprint: a rewritten source at the same path is read again.
-            gen_kwargs={"chunks": chunks, "images": images, "columns": columns, "stamp": fingerprint or source},
-            num_proc=procs if procs > 1 else None,  # datasets hands each process a contiguous run of chunks
+            gen_kwargs={"chunks": chunks, "images": images, "columns": columns, "stamp": stamp},
+            num_proc=procs if procs > 1 else None,
         )
-    split_of = np.empty(n, dtype=np.int64)
-    for i, s in enumerate(SPLITS):
-        split_of[indices[s]] = i
-    info = split_summary(labels, split_of, columns["ra"], columns["dec"], separation_arcsec=separation)
-    info.update(
-        source=source,
-        scheme=scheme,
-        seed=int(seed),
-        fractions=SCHEMES[scheme][0],
-        grouped=grouping and info["separation_arcsec"] is not None,
-    )
-    info["split"] = describe_split(info)
-    dsd.split_info = info
     return dsd

@@ -125,7 +125,7 @@ def uint8_cache(
     """
     import time
 
-    from ..io import require_writable_dir
+    from ..io import available_cores, require_writable_dir
 
     root = Path(cache_root) if cache_root else default_cache_root()
     path = root / cache_file_name(ds._fingerprint, geometry)
@@ -144,7 +144,7 @@ def uint8_cache(
         header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         offset = header.offset
         del header  # only the header and the file's size were wanted: rows are written by the workers
-        num_proc = num_proc or max(1, min(8, os.cpu_count() or 1, n // 256))
+        num_proc = num_proc or max(1, min(8, available_cores(), n // 256))
         bounds = np.linspace(0, n, num_proc + 1, dtype=int)
         files = _stream_files(ds)
         jobs = [

@@ -1,4 +1,4 @@
-"""The GZ10 dataset card, rendered from `hub_cards/dataset_card.md` by a pure function of the split info.
+"""The GZ10 dataset card, rendered from `hub_cards/dataset_card.md` by a pure function of the `SplitInfo`.
 
 What GZ10 is, the class table with counts per split, how the split was made (scheme, seed, linking radius, sky
 groups found, close pairs crossing it at 1", 10" and the cutout width), provenance, citation, licence and known
@@ -22,7 +22,7 @@ from ..constants import (
 from ..errors import HfgalError
 from ..hub.access import is_hub_id
 from ..io import card_template
-from .split import SPLITS, describe_split
+from .split import SPLITS, SplitInfo
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
@@ -53,22 +53,23 @@ def _source_label(source: str | None) -> str | None:
     return f"`{Path(source).name}`"
 
 
-def render_dataset_card(split_info: dict, repo_id: str | None = None) -> DatasetCard:
-    """Render the GZ10 dataset card from a split summary (the `split_info.json` of a built dataset).
+def render_dataset_card(info: SplitInfo, repo_id: str | None = None) -> DatasetCard:
+    """Render the GZ10 dataset card from the split info of a built dataset (its `split_info.json`).
 
     Args:
-        split_info: `{"source", "scheme", "split", "seed", "separation_arcsec", "grouped", "num_rows",
-            "duplicate_groups", "grouped_rows", "cross_split_pairs", "close_pairs", "fractions",
-            "counts": {split: [10 ints]}}` (see `hfgal.data.split.split_summary`); only `counts` is required, the
-            rest is described when present.
+        info: how the split was made and what it holds; its `counts` (10 per split) are required, the sky groups
+            and close pairs are described when counted.
         repo_id: the Hub dataset id the card will live in (used in the loading snippet).
 
     Returns:
         A `huggingface_hub.DatasetCard`; `datasets`' own push adds the `configs`/`dataset_info` metadata.
+
+    Raises:
+        HfgalError: the split info lacks the class counts of a split (one line).
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    counts = split_info.get("counts") or {}
+    counts = info.counts or {}
     missing = [s for s in SPLITS if len(counts.get(s) or []) != len(GZ10_CLASSES)]
     if missing:
         raise HfgalError(
@@ -81,8 +82,8 @@ def render_dataset_card(split_info: dict, repo_id: str | None = None) -> Dataset
             {"index": i, "name": name, "description": GZ10_DESCRIPTIONS[name], **row, "total": sum(row.values())}
         )
     totals = {s: sum(r[s] for r in class_rows) for s in (*SPLITS, "total")}
-    num_rows = int(split_info.get("num_rows") or totals["total"])
-    source = str(split_info.get("source") or "")
+    num_rows = int(info.num_rows or totals["total"])
+    source = info.source
     synthetic = source.startswith("synthetic")
     pretty_name = "Synthetic GZ10-like galaxies" if synthetic else "Galaxy10 DECaLS"
     repo_ref = repo_id or "USER/galaxy10_decals"
@@ -111,8 +112,8 @@ def render_dataset_card(split_info: dict, repo_id: str | None = None) -> Dataset
         num_rows=num_rows,
         class_rows=class_rows,
         totals=totals,
-        split_text=_split_text(split_info, totals),
-        close_pair_rows=_close_pair_rows(split_info),
+        split_text=_split_text(info),
+        close_pair_rows=_close_pair_rows(info),
         rare_share=f"{100 * rare:.1f} %",
         pxscale=GZ10_PXSCALE,
         repo_ref=repo_ref,
@@ -120,26 +121,21 @@ def render_dataset_card(split_info: dict, repo_id: str | None = None) -> Dataset
     )
 
 
-def _split_text(info: dict, totals: dict) -> str:
+def _split_text(info: SplitInfo) -> str:
     """How the split was made, in prose: the split itself, the sky groups, and whether close pairs cross it."""
-    if info.get("scheme"):
-        how = info.get("split") or describe_split(info)
-        parts = [f"Split: {how}."]
-    else:
-        share = "/".join(f"{100 * totals[s] / max(totals['total'], 1):.0f}" for s in SPLITS)
-        parts = [f"The rows are split {share} into train/validation/test."]
-    sep = info.get("separation_arcsec")
+    parts = [f"Split: {info.description}."]
+    sep = info.separation_arcsec
     if sep is None:
         parts.append(
             "The source has no sky coordinates, so duplicates and overlapping cutouts could not be searched for."
         )
         return " ".join(parts)
-    if info.get("grouped", info.get("scheme") == "default"):
-        groups, grouped_rows = int(info.get("duplicate_groups") or 0), int(info.get("grouped_rows") or 0)
+    if info.grouped:
+        groups, grouped_rows = int(info.duplicate_groups or 0), int(info.grouped_rows or 0)
         parts.append(f"{groups} such groups of two or more galaxies ({grouped_rows} rows) were found.")
-    rows = info.get("close_pairs") or []
+    rows = info.close_pairs or []
     widest = max(rows, key=lambda r: r["within_arcsec"]) if rows else None
-    cross = widest["cross_split"] if widest else int(info.get("cross_split_pairs") or 0)
+    cross = widest["cross_split"] if widest else int(info.cross_split_pairs or 0)
     within = widest["within_arcsec"] if widest else float(sep)
     table = " (table below)" if rows else ""
     if cross == 0:
@@ -152,10 +148,10 @@ def _split_text(info: dict, totals: dict) -> str:
     return " ".join(parts)
 
 
-def _close_pair_rows(info: dict) -> list[dict]:
+def _close_pair_rows(info: SplitInfo) -> list[dict]:
     """One table row per radius of the split info's `close_pairs`: pairs closer than it, and how many cross."""
     rows = []
-    for row in info.get("close_pairs") or []:
+    for row in info.close_pairs or []:
         radius = float(row["within_arcsec"])
         note = " (cutout width)" if abs(radius - GZ10_CUTOUT_ARCSEC) < 1e-3 else ""
         rows.append({"within": f'{radius:g}"{note}', "pairs": int(row["pairs"]), "cross": int(row["cross_split"])})

@@ -1,5 +1,5 @@
-"""A GZ10 `DatasetDict` as a folder: `save_to_disk` files, `split_info.json` and the dataset card, written whole
-(built aside, renamed at the end) by one writer at a time. The library side of `hfgal data build | synthetic`.
+"""Split GZ10 as a folder: `save_to_disk` files, `split_info.json` and the dataset card, written whole (built aside,
+renamed at the end) by one writer at a time. The library side of `hfgal data build | synthetic`.
 
 A build writes each split's Arrow shards once, in the staging cache beside the output; saving renames them into
 `save_to_disk`'s layout instead of copying every PNG a second time through memory (2+ GB for GZ10).
@@ -13,32 +13,32 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import HfgalError
 from ..io import atomic_output_dir, atomic_write_json, atomic_write_text, output_lock
-from .split import SPLIT_INFO_FILE, describe_splits
-
-if TYPE_CHECKING:
-    from datasets import DatasetDict
+from .published import check_split_request
+from .split import SPLIT_INFO_FILE, GZ10Splits
 
 CARD_FILE = "README.md"  # the dataset card, where the Hub looks for it
 
 
 def save_gz10(
-    dsd: DatasetDict,
+    gz10: GZ10Splits,
     out: str | os.PathLike,
     *,
-    split_info: dict | None = None,
     repo_id: str | None = None,
     overwrite: bool = False,
     move_from: str | os.PathLike | None = None,
 ) -> Path:
-    """Write `dsd` with `save_to_disk`, its `split_info.json` and its dataset card (README.md) into `out`.
+    """Write the splits with `save_to_disk`, their `split_info.json` and the dataset card (README.md) into `out`.
 
     The folder is built in a temporary sibling and renamed at the end: a crash leaves no partial `out`.
 
     Args:
+        gz10: the splits and their split info (as `load_gz10` and the builders return them).
+        out: the folder to write.
+        repo_id: the Hub dataset id the card will name, when it is going to be pushed.
+        overwrite: replace `out` if it exists.
         move_from: a staging folder whose Arrow files may be moved: a split made of exactly such files (as
             `build_gz10` writes them) is saved by renaming them, not by copying its rows.
     """
@@ -46,15 +46,14 @@ def save_gz10(
 
     from .card import render_dataset_card
 
-    info = split_info or getattr(dsd, "split_info", None) or describe_splits(dsd)
     out = Path(out)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        for name, ds in dsd.items():
+        for name, ds in gz10.items():
             if not (move_from and _move_split(ds, tmp / name, Path(move_from))):
                 ds.save_to_disk(str(tmp / name))
-        atomic_write_text(tmp / config.DATASETDICT_JSON_FILENAME, json.dumps({"splits": list(dsd)}))
-        atomic_write_json(tmp / SPLIT_INFO_FILE, info)
-        render_dataset_card(info, repo_id=repo_id).save(tmp / CARD_FILE)
+        atomic_write_text(tmp / config.DATASETDICT_JSON_FILENAME, json.dumps({"splits": list(gz10)}))
+        atomic_write_json(tmp / SPLIT_INFO_FILE, gz10.info.to_dict())
+        render_dataset_card(gz10.info, repo_id=repo_id).save(tmp / CARD_FILE)
     return out
 
 
@@ -111,7 +110,7 @@ def build_dataset(
     separation_arcsec: float | None = None,
     repo_id: str | None = None,
     overwrite: bool = False,
-) -> DatasetDict:
+) -> GZ10Splits:
     """Convert a GZ10 source into a dataset folder `out` (`hfgal data build`), holding the folder's lock.
 
     Args:
@@ -124,14 +123,13 @@ def build_dataset(
         overwrite: replace `out` if it exists.
 
     Returns:
-        The `DatasetDict` written.
+        The splits written, read back from `out`, and their split info.
 
     Raises:
-        HfgalError: `out` exists, nothing to build from, or the source is bad (one line each).
+        HfgalError: `out` exists, nothing to build from, the source is bad, or it cannot honour the split request
+            (one line each, before anything is written).
     """
-    from .build import resolve_scheme
-    from .published import check_split_request, saved_split_info
-    from .sources import gz10_from_h5, load_gz10, resolve_source
+    from .sources import load_source, resolve_source
 
     out = Path(out)
     _refuse_existing(out, overwrite)
@@ -140,27 +138,19 @@ def build_dataset(
     found = resolve_source(h5 if h5 is not None else source)  # a bad source fails before anything is written
     if h5 is not None and found.kind != "h5":
         raise HfgalError(f"--h5 {h5} is not an h5 file; pass Galaxy10_DECals.h5, or use --source for folders")
-    saved = saved_split_info(Path(found.location)) if found.kind == "saved" else None
-    check_split_request(found.kind, found.location, split_scheme, separation_arcsec, saved)  # before any lock
-    if found.kind not in ("hub", "saved"):
-        resolve_scheme(split_scheme, separation_arcsec)  # a scheme it cannot honour fails before the lock too
+    check_split_request(split_scheme, separation_arcsec, arrived=found.split, location=found.location)
     with output_lock(out, what="hfgal data build"), _staging_cache(out) as cache_dir:
-        if h5 is not None:
-            dsd = gz10_from_h5(
-                h5, seed=seed, split_scheme=split_scheme, separation_arcsec=separation_arcsec, cache_dir=cache_dir
-            )
-        else:
-            # A Hub dataset is downloaded into the usual datasets cache (reused by later builds); local sources and
-            # synthetic galaxies are converted in the staging cache.
-            dsd = load_gz10(
-                source,
-                seed=seed,
-                split_scheme=split_scheme,
-                separation_arcsec=separation_arcsec,
-                cache_dir=None if found.kind == "hub" else cache_dir,
-            ).splits
-        save_gz10(dsd, out, repo_id=repo_id, overwrite=overwrite, move_from=cache_dir)
-    return _reload(out, dsd)
+        # A Hub dataset is downloaded into the usual datasets cache (reused by later builds); local sources and
+        # synthetic galaxies are converted in the staging cache.
+        gz10 = load_source(
+            found,
+            seed=seed,
+            split_scheme=split_scheme,
+            separation_arcsec=separation_arcsec,
+            cache_dir=None if found.kind == "hub" else cache_dir,
+        )
+        save_gz10(gz10, out, repo_id=repo_id, overwrite=overwrite, move_from=cache_dir)
+    return _reload(out, gz10)
 
 
 def build_synthetic(
@@ -171,7 +161,7 @@ def build_synthetic(
     proportions: str = "gz10",
     split_scheme: str | None = None,
     overwrite: bool = False,
-) -> DatasetDict:
+) -> GZ10Splits:
     """Generate `n` synthetic galaxies into a dataset folder `out` (`hfgal data synthetic`)."""
     from .synthetic import gz10_synthetic
 
@@ -179,19 +169,19 @@ def build_synthetic(
     _refuse_existing(out, overwrite)
     if n < 100:
         raise HfgalError(f"--n {n} is too small to split into train/validation/test; use at least 100")
+    check_split_request(split_scheme, None)
     with output_lock(out, what="hfgal data synthetic"), _staging_cache(out) as cache_dir:
-        dsd = gz10_synthetic(n=n, seed=seed, proportions=proportions, split_scheme=split_scheme, cache_dir=cache_dir)
-        save_gz10(dsd, out, overwrite=overwrite, move_from=cache_dir)
-    return _reload(out, dsd)
+        gz10 = gz10_synthetic(n=n, seed=seed, proportions=proportions, split_scheme=split_scheme, cache_dir=cache_dir)
+        save_gz10(gz10, out, overwrite=overwrite, move_from=cache_dir)
+    return _reload(out, gz10)
 
 
-def _reload(out: Path, built: DatasetDict) -> DatasetDict:
-    """The folder just written, as a `DatasetDict` (the built one may point at files moved there)."""
+def _reload(out: Path, built: GZ10Splits) -> GZ10Splits:
+    """The folder just written, with the split info it was built with (the built splits may point at files moved
+    there)."""
     from datasets import load_from_disk
 
-    dsd = load_from_disk(str(out))
-    dsd.split_info = getattr(built, "split_info", None)
-    return dsd
+    return GZ10Splits(load_from_disk(str(out)), built.info)
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:

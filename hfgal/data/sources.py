@@ -1,8 +1,8 @@
-"""GZ10 from any source as a Hugging Face `DatasetDict`: the original h5 (a local file, or downloaded from Zenodo),
-a saved folder, an imagefolder, the Hub, or synthetic galaxies.
+"""GZ10 from any source as Hugging Face datasets: the original h5 (a local file, or downloaded from Zenodo), a saved
+folder, an imagefolder, the Hub, or synthetic galaxies.
 
 Every source comes out with the same splits (`train`, `validation`, `test`) and the same features, so the rest of
-hfgal never asks where the data came from; its `split_info` attribute says how the split was made (hfgal's own, or
+hfgal never asks where the data came from; beside them, a `SplitInfo` says how the split was made (hfgal's own, or
 the one the source was published with), and a split the source cannot honour is refused rather than faked.
 """
 
@@ -12,7 +12,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,10 +20,7 @@ from ..errors import HfgalError
 from ..hub.access import is_hub_id
 from .build import build_gz10, check_labels
 from .published import check_split_request, conform_gz10, saved_split_info
-from .split import GZ10Splits, SplitInfo
-
-if TYPE_CHECKING:
-    from datasets import DatasetDict
+from .split import PUBLISHED_SPLIT, GZ10Splits, SplitInfo
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +97,8 @@ def gz10_from_h5(
     chunk_size: int = 64,
     source: str | None = None,
     num_proc: int | None = None,
-) -> DatasetDict:
-    """Read a Galaxy10_DECals.h5 file into a split `DatasetDict`, a chunk of images at a time.
+) -> GZ10Splits:
+    """Read a Galaxy10_DECals.h5 file into split GZ10, a chunk of images at a time.
 
     Args:
         path: the h5 file (`images` uint8 (N,256,256,3), `ans`, `ra`, `dec`, `redshift`, `pxscale`).
@@ -114,11 +110,12 @@ def gz10_from_h5(
         num_proc: processes reading and encoding each split (see `build_gz10`).
 
     Returns:
-        `DatasetDict` with `train`, `validation`, `test` (see `build_gz10`).
+        `GZ10Splits`: `train`, `validation`, `test` and their `SplitInfo` (see `build_gz10`).
 
     Raises:
-        HfgalError: missing or malformed file, with the file and the problem in one line.
+        HfgalError: missing or malformed file, or a split request that is not valid, with the problem in one line.
     """
+    check_split_request(split_scheme, separation_arcsec)
     path = Path(path)
     columns = _read_h5_columns(path)
     stat = path.stat()
@@ -150,7 +147,7 @@ def _imagefolder(
     split_scheme: str | None,
     separation_arcsec: float | None = None,
     cache_dir: str | None = None,
-) -> DatasetDict:
+) -> GZ10Splits:
     """An image folder with `metadata.csv` (file_name,label[,class_name][,ra,dec,...]) like gz10-sample."""
     import csv
 
@@ -199,6 +196,8 @@ class Source:
     kind: str  # "synthetic", "saved" (save_to_disk folder), "imagefolder", "h5", "zenodo" or "hub"
     location: str  # the path (for "zenodo": where the download lives), the Hub id, or the synthetic source itself
     size: int | None = None  # galaxies of a synthetic source
+    # The split a source arrives with (a saved folder's split_info.json, else `published`); None: split here.
+    split: SplitInfo | None = None
 
 
 def resolve_source(source: str | os.PathLike) -> Source:
@@ -234,7 +233,8 @@ def resolve_source(source: str | os.PathLike) -> Source:
     path = Path(source).expanduser()
     if path.exists():
         if path.is_dir() and (path / "dataset_dict.json").is_file():
-            return Source("saved", str(path))
+            published = SplitInfo(scheme=PUBLISHED_SPLIT, source=str(path))
+            return Source("saved", str(path), split=saved_split_info(path) or published)
         if path.is_dir() and (path / "metadata.csv").is_file():
             return Source("imagefolder", str(path))
         if path.is_file():
@@ -250,7 +250,7 @@ def resolve_source(source: str | os.PathLike) -> Source:
             f"dataset source {source!r} does not exist; pass a Hub dataset id (user/name), a folder, an h5 file, "
             "'zenodo' or 'synthetic'"
         )
-    return Source("hub", source)
+    return Source("hub", source, split=SplitInfo(scheme=PUBLISHED_SPLIT, source=source))
 
 
 def load_gz10(
@@ -278,42 +278,8 @@ def load_gz10(
         cache_dir: datasets cache for sources that are converted.
 
     Returns:
-        `GZ10Splits`: `.splits`, the `DatasetDict`, and `.info`, the `SplitInfo` of the split actually used.
-
-    Raises:
-        HfgalError: the source does not exist, cannot be reached, does not look like GZ10, or cannot honour an
-            explicit `split_scheme` / `separation_arcsec` (one line).
-    """
-    dsd = _load_dataset_dict(source, seed, split_scheme, separation_arcsec, revision, cache_dir)
-    return GZ10Splits(dsd, SplitInfo.from_dict(dsd.split_info))
-
-
-def _load_dataset_dict(
-    source: str | os.PathLike,
-    seed: int,
-    split_scheme: str | None,
-    separation_arcsec: float | None,
-    revision: str | None,
-    cache_dir: str | None,
-) -> DatasetDict:
-    """Load GZ10 from any source, always as `train`/`validation`/`test` with the same features.
-
-    Args:
-        source: a Hub dataset id (e.g. `matthieulel/galaxy10_decals`), a `save_to_disk` folder, a Galaxy10 h5
-            path, `"zenodo"` (Galaxy10_DECals.h5 from Zenodo record 10845026, downloaded once into hfgal's cache),
-            an image folder with `metadata.csv`, or `"synthetic"` / `"synthetic:N"` (N generated galaxies, the
-            offline default).
-        seed: split seed (for sources that are split here, and the validation carved from a published train).
-        split_scheme: `default` or `poster` for sources that are split here; None (the default) means the source's
-            honest default: hfgal's duplicate-aware `default` split where the data has coordinates, the published
-            split for the Hub and saved folders.
-        separation_arcsec: linking radius of the `default` split (None: the cutout width, 67.072").
-        revision: Hub dataset revision.
-        cache_dir: datasets cache for sources that are converted.
-
-    Returns:
-        The `DatasetDict`; its `split_info` attribute (a JSON-ready dict) records the split actually used: `scheme`
-        (`default`, `poster`, `hub-split` or `published`), `split` (one line saying how it was made), `seed`,
+        `GZ10Splits`: `.splits`, the `DatasetDict`, and `.info`, the `SplitInfo` of the split actually used:
+        `scheme` (`default`, `poster`, `hub-split` or `published`), its one-line `description`, `seed`,
         `separation_arcsec`, `grouped`, and the close pairs that cross it (`close_pairs`, None without coordinates).
 
     Raises:
@@ -321,6 +287,28 @@ def _load_dataset_dict(
             explicit `split_scheme` / `separation_arcsec` (one line).
     """
     found = resolve_source(source)
+    check_split_request(split_scheme, separation_arcsec, arrived=found.split, location=found.location)
+    return load_source(
+        found,
+        seed=seed,
+        split_scheme=split_scheme,
+        separation_arcsec=separation_arcsec,
+        revision=revision,
+        cache_dir=cache_dir,
+    )
+
+
+def load_source(
+    found: Source,
+    *,
+    seed: int = 42,
+    split_scheme: str | None = None,
+    separation_arcsec: float | None = None,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+) -> GZ10Splits:
+    """`load_gz10` of a source `resolve_source` found, for a split request already checked against it
+    (`check_split_request`)."""
     split = {"seed": seed, "split_scheme": split_scheme, "separation_arcsec": separation_arcsec}
     if found.kind == "synthetic":
         from .synthetic import gz10_synthetic
@@ -331,12 +319,9 @@ def _load_dataset_dict(
     if found.kind == "saved":
         from datasets import load_from_disk
 
-        saved = saved_split_info(Path(found.location))
-        check_split_request(found.kind, found.location, split_scheme, separation_arcsec, saved)
-        dsd = conform_gz10(load_from_disk(found.location), seed=seed, source=found.location)
-        if saved is not None:  # the split it was built with, not merely "published"
-            dsd.split_info = saved
-        return dsd
+        gz10 = conform_gz10(load_from_disk(found.location), seed=seed, source=found.location)
+        saved = saved_split_info(Path(found.location))  # the split it was built with, not merely "published"
+        return gz10 if saved is None else GZ10Splits(gz10.splits, saved)
     if found.kind == "imagefolder":
         return _imagefolder(Path(found.location), **split, cache_dir=cache_dir)
     if found.kind == "h5":
@@ -347,15 +332,18 @@ def _load_dataset_dict(
         path = download_gz10()
         source_name = f"zenodo:{GZ10_ZENODO_RECORD}/{GZ10_H5_FILENAME}"
         return gz10_from_h5(path, **split, cache_dir=cache_dir, source=source_name)
-    check_split_request(found.kind, found.location, split_scheme, separation_arcsec)
+    return _hub_gz10(found.location, seed, revision, cache_dir)
+
+
+def _hub_gz10(repo_id: str, seed: int, revision: str | None, cache_dir: str | None) -> GZ10Splits:
     from datasets import load_dataset
 
     try:
-        dsd = load_dataset(found.location, revision=revision, cache_dir=cache_dir)
+        dsd = load_dataset(repo_id, revision=revision, cache_dir=cache_dir)
     except Exception as err:  # datasets raises many types for offline / missing repos
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise HfgalError(
-            f"could not load dataset {found.location!r} from the Hub ({reason}); pass a local folder, an h5 file or "
+            f"could not load dataset {repo_id!r} from the Hub ({reason}); pass a local folder, an h5 file or "
             "'synthetic' when offline"
         ) from None
-    return conform_gz10(dsd, seed=seed, source=found.location)
+    return conform_gz10(dsd, seed=seed, source=repo_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,26 +71,30 @@ class SplitInfo:
     @property
     def description(self) -> str:
         """One honest line saying how the split was made (`describe_split`)."""
-        return describe_split(self.to_dict())
+        return describe_split(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready mapping of `split_info.json`, with its one-line `split` description."""
-        out = dataclasses.asdict(self)
-        out["split"] = describe_split(out)
-        return out
+        return {**dataclasses.asdict(self), "split": self.description}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SplitInfo:
         """Read a `split_info.json` mapping (its `split` description is derived, not read)."""
         known = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
-        data.setdefault("grouped", data.get("scheme") == "default" and data.get("separation_arcsec") is not None)
+        if data.get("grouped") is None:  # written before `grouped` was recorded: only `default` grouped
+            data["grouped"] = data.get("scheme") == "default" and data.get("separation_arcsec") is not None
         return cls(**data)
 
 
 @dataclass(frozen=True)
-class GZ10Splits:
-    """GZ10 as `load_gz10` returns it: the `DatasetDict` of `train`, `validation` and `test`, and how it was split."""
+class GZ10Splits(Mapping):
+    """GZ10 as every loader and builder returns it: the `DatasetDict` of `train`, `validation` and `test`, and how it
+    was split.
+
+    Read like the `DatasetDict` (`gz10["test"]`, `for split in gz10`); the split info travels beside the splits
+    rather than on them, as `datasets` drops attributes it does not know at every `.map` / `.filter`.
+    """
 
     splits: DatasetDict
     info: SplitInfo
@@ -97,36 +102,38 @@ class GZ10Splits:
     def __getitem__(self, split: str):
         return self.splits[split]
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.splits)
 
-def describe_split(info: dict) -> str:
-    """One honest line saying how a split was made, from its split info (`scheme`, `source`, `seed`, `grouped`,
-    `separation_arcsec`, `fractions`), for cards and run records.
+    def __len__(self) -> int:
+        return len(self.splits)
+
+
+def describe_split(info: SplitInfo) -> str:
+    """One honest line saying how a split was made, for cards and run records.
 
     Example: `hub-split (no coordinates): the published train/test of matthieulel/galaxy10_decals, validation carved
     from train (10 %, stratified by class, seed 42); no sky coordinates, so overlapping cutouts could not be kept
     in one split`.
     """
-    scheme, source, seed = info.get("scheme"), info.get("source") or "the source", info.get("seed")
+    source = info.source or "the source"
     if os.path.isabs(source) or os.path.exists(source):
         source = Path(source).name  # a local file: its name, not the directory layout of whoever built it
-    no_coords = info.get("separation_arcsec") is None
-    seeded = f", seed {seed}" if seed is not None else ""
-    if scheme == HUB_SPLIT:
+    no_coords = info.separation_arcsec is None
+    seeded = f", seed {info.seed}" if info.seed is not None else ""
+    if info.scheme == HUB_SPLIT:
         text = (
             f"{HUB_SPLIT}{' (no coordinates)' if no_coords else ''}: the published train/test of {source}, "
             f"validation carved from train (10 %, stratified by class{seeded})"
         )
-    elif scheme == PUBLISHED_SPLIT:
+    elif info.scheme == PUBLISHED_SPLIT:
         text = f"the published train/validation/test of {source}"
     else:
-        fractions = info.get("fractions") or SCHEMES.get(scheme, ({},))[0]
+        fractions = info.fractions or SCHEMES.get(info.scheme, ({},))[0]
         share = "/".join(f"{100 * float(fractions[s]):.0f}" for s in SPLITS) if fractions else "?"
-        text = f"hfgal's `{scheme}` split of {source}: {share} train/validation/test, stratified by class{seeded}"
-        grouped = info.get("grouped")
-        if grouped is None:  # split info written before `grouped` was recorded: only `default` grouped
-            grouped = scheme == "default" and not no_coords
-        if grouped:
-            return f'{text}; galaxies closer than {float(info["separation_arcsec"]):g}" on the sky kept in one split'
+        text = f"hfgal's `{info.scheme}` split of {source}: {share} train/validation/test, stratified by class{seeded}"
+        if info.grouped:
+            return f'{text}; galaxies closer than {float(info.separation_arcsec):g}" on the sky kept in one split'
         if not no_coords:
             return f"{text}; sky neighbours not kept together"
     if no_coords:
@@ -249,9 +256,7 @@ def gz10_split(
     Returns:
         Sorted row indices per split.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown split scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    fractions, grouped = SCHEMES[scheme]
+    fractions, grouped = SCHEMES[scheme]  # a request is checked where it enters hfgal (`check_split_request`)
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
     groups = (
@@ -327,8 +332,8 @@ def split_summary(
         separation_arcsec: the linking length the groups and `cross_split_pairs` are counted at.
 
     Returns:
-        A JSON-ready dict (the `split_info.json` of a built dataset and the input of its card): `counts`, and with
-        coordinates `duplicate_groups` / `grouped_rows` (groups of galaxies closer than `separation_arcsec`),
+        The counted fields of a `SplitInfo`, as keyword arguments: `num_rows`, `counts`, and with coordinates
+        `separation_arcsec`, `duplicate_groups` / `grouped_rows` (groups of galaxies closer than `separation_arcsec`),
         `cross_split_pairs` (pairs closer than it in different splits) and `close_pairs`, one
         `{"within_arcsec", "pairs", "cross_split"}` per radius of `CROSS_SPLIT_RADII_ARCSEC` (and the linking length).
         Without coordinates these are None: nothing could be checked.
@@ -369,8 +374,15 @@ def split_summary(
     return info
 
 
-def describe_splits(dsd: DatasetDict, *, separation_arcsec: float = DEFAULT_SEPARATION_ARCSEC) -> dict:
-    """`split_summary` of a split `DatasetDict`, from its own `label`, `ra` and `dec` columns."""
+def describe_splits(dsd: DatasetDict, *, scheme: str, source: str = "", seed: int | None = None) -> SplitInfo:
+    """The `SplitInfo` of splits made elsewhere (nothing grouped here), counted from their own `label`, `ra` and
+    `dec` columns, close pairs at the cutout width.
+
+    Args:
+        dsd: the `train`, `validation` and `test` splits.
+        scheme: how they were made (`hub-split`, `published`).
+        source, seed: recorded as they are (`seed`: the one a validation split was carved with, if any).
+    """
     labels, ra, dec, split_of = [], [], [], []
     for i, s in enumerate(SPLITS):
         cols = dsd[s].select_columns(["label", "ra", "dec"]).with_format("numpy")[:]
@@ -378,10 +390,5 @@ def describe_splits(dsd: DatasetDict, *, separation_arcsec: float = DEFAULT_SEPA
         ra.append(cols["ra"])
         dec.append(cols["dec"])
         split_of.append(np.full(len(cols["label"]), i))
-    return split_summary(
-        np.concatenate(labels),
-        np.concatenate(split_of),
-        np.concatenate(ra),
-        np.concatenate(dec),
-        separation_arcsec=separation_arcsec,
-    )
+    counted = split_summary(np.concatenate(labels), np.concatenate(split_of), np.concatenate(ra), np.concatenate(dec))
+    return SplitInfo(scheme=scheme, source=source, seed=seed, **counted)

@@ -12,7 +12,7 @@ from typing import Any
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..constants import DEFAULT_DATASET
-from ..data.split import SCHEMES
+from ..data.published import check_split_request
 from ..errors import HfgalError, OneLineUsageErrors
 from ..hub.access import check_push_access
 
@@ -315,10 +315,7 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, training_ar
     """
     if model_args.init not in ("pretrained", "scratch"):
         raise HfgalError(f"--init {model_args.init!r} is not valid; use pretrained or scratch")
-    if data_args.split_scheme is not None and data_args.split_scheme not in SCHEMES:
-        raise HfgalError(
-            f"--split_scheme {data_args.split_scheme!r} is not valid; use {' or '.join(SCHEMES)}, or leave it unset"
-        )
+    check_split_request(data_args.split_scheme, data_args.split_separation_arcsec)
     if training_args.lr_step_epochs is not None:
         from .schedules import parse_milestones
 

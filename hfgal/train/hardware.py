@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import HfgalError
+from ..io import available_cores
 from ..runs import Hardware
 
 THREADS_ENV = "HFGAL_NUM_THREADS"
@@ -79,14 +80,6 @@ def keep_freed_memory() -> bool:
 
 
 # --------------------------------------------------------------------------- threads
-
-
-def available_cores() -> int:
-    """CPUs this process may run on (its affinity mask: a container's or scheduler's limit, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity (macOS)
-        return os.cpu_count() or 1
 
 
 def _positive_int(value: str, name: str) -> int:

@@ -24,7 +24,7 @@ from ..split import largest_remainder
 from .galaxies import draw_redshift, render_galaxy
 
 if TYPE_CHECKING:
-    from datasets import DatasetDict
+    from ..split import GZ10Splits
 
 __all__ = [
     "PROPORTIONS",
@@ -125,7 +125,7 @@ def gz10_synthetic(
     split_scheme: str | None = None,
     cache_dir: str | None = None,
     separation_arcsec: float | None = None,
-) -> DatasetDict:
+) -> GZ10Splits:
     """Synthetic Galaxy10 DECaLS as a `DatasetDict` with the real dataset's features and split logic.
 
     Args:
