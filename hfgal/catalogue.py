@@ -45,12 +45,16 @@ def table_format(path: str | os.PathLike) -> str:
     return fmt
 
 
-def write_table(path: str | os.PathLike, columns: dict[str, Sequence[Any]]) -> Path:
+def write_table(path: str | os.PathLike, columns: dict[str, Any]) -> Path:
     """Write equal-length columns as a table (format from the suffix), atomically.
+
+    A missing value (None) is an empty CSV cell, a Parquet null, and in FITS a NaN (numbers) or an empty string.
+    A 2-D array `(rows, D)` is one vector column in Parquet (a fixed-size list) and FITS (a `DE` column), and `D`
+    columns `<name>_0 .. <name>_{D-1}` in CSV, which has no array type.
 
     Args:
         path: `.csv`, `.parquet` or `.fits`.
-        columns: column name -> values (str, int, float or None).
+        columns: column name -> values (str, int, float or None) or a 2-D numpy array, one row per galaxy.
 
     Raises:
         HfgalError: unknown format, columns of different lengths, or a missing optional library.
@@ -62,24 +66,58 @@ def write_table(path: str | os.PathLike, columns: dict[str, Sequence[Any]]) -> P
     if fmt == "csv":
         return atomic_write_text(path, csv_text(columns))
     if fmt == "parquet":
-        pyarrow = _optional("pyarrow.parquet", "pip install pyarrow (or 'hfgal[train]')")
-        import pyarrow as pa
-
+        pq = _optional("pyarrow.parquet", "pip install pyarrow (or 'hfgal[train]')")
         with atomic_file(path, "wb") as f:
-            pyarrow.write_table(pa.table(dict(columns)), f)
+            pq.write_table(_arrow_table(columns), f)
         return Path(path)
     table = _optional("astropy.table", "pip install 'hfgal[astro]'")
     with atomic_file(path, "wb") as f:
-        table.Table({k: list(v) for k, v in columns.items()}).write(f, format="fits")
+        table.Table({name: _fits_column(values) for name, values in columns.items()}).write(f, format="fits")
     return Path(path)
 
 
-def csv_text(columns: dict[str, Sequence[Any]]) -> str:
-    """The columns as CSV text (header first; floats in their shortest exact form; None as an empty cell)."""
+def _arrow_table(columns: dict[str, Any]) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    arrays = {}
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray) and values.ndim == 2:
+            flat = pa.array(np.ascontiguousarray(values).ravel())
+            arrays[name] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+        elif all(v is None for v in values):
+            arrays[name] = pa.nulls(len(values), pa.float64())  # e.g. RA/Dec of a folder without FITS files
+        else:
+            arrays[name] = pa.array(list(values))
+    return pa.table(arrays)
+
+
+def _fits_column(values: Any) -> Any:
+    import numpy as np
+
+    if isinstance(values, np.ndarray):
+        return values
+    values = list(values)
+    if any(isinstance(v, str) for v in values):
+        return ["" if v is None else v for v in values]
+    return [float("nan") if v is None else v for v in values]
+
+
+def csv_text(columns: dict[str, Any]) -> str:
+    """The columns as CSV text (header first; floats in their shortest exact form; None as an empty cell; a 2-D
+    array as columns `<name>_0 .. <name>_{D-1}`)."""
+    import numpy as np
+
+    flat: dict[str, Any] = {}
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray) and values.ndim == 2:
+            flat.update((f"{name}_{i}", values[:, i].tolist()) for i in range(values.shape[1]))
+        else:
+            flat[name] = values
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in zip(*columns.values(), strict=True):
+    writer.writerow(flat)
+    for row in zip(*flat.values(), strict=True):
         writer.writerow(["" if v is None else repr(float(v)) if isinstance(v, float) else v for v in row])
     return buffer.getvalue()
 

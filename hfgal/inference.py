@@ -24,7 +24,7 @@ from .data.geometry import Geometry
 from .data.imageio import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, fits_to_rgb, load_image
 from .errors import HfgalError
 from .hub.access import is_hub_id
-from .runs import MODEL_CONFIG_FILE, check_model_folder
+from .runs import CALIBRATION_FILE, MODEL_CONFIG_FILE, Calibration, check_model_folder, read_calibration
 
 if TYPE_CHECKING:
     import torch
@@ -52,14 +52,29 @@ class GalaxyClassifier:
         id2label: class index -> class name.
         device: where the model runs.
         source: the repo id or folder it was loaded from.
+        calibration: the temperature saved with the model (calibration.json, `hfgal evaluate --calibrate`), or None.
     """
 
-    def __init__(self, model: Any, processor: Any, id2label: dict[int, str], device: torch.device, source: str):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        id2label: dict[int, str],
+        device: torch.device,
+        source: str,
+        calibration: Calibration | None = None,
+    ):
         self.model = model
         self.processor = processor
         self.id2label = id2label
         self.device = device
         self.source = source
+        self.calibration = calibration
+
+    @property
+    def temperature(self) -> float | None:
+        """The calibration temperature `predict_proba` applies by default, or None when the model has none."""
+        return None if self.calibration is None else self.calibration.temperature
 
     def __repr__(self) -> str:
         return (
@@ -114,17 +129,52 @@ class GalaxyClassifier:
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         return pixels.to(device=self.device, dtype=torch.float32)
 
-    def predict_proba(self, images: Any, *, tta: bool = False, batch_size: int = 32) -> np.ndarray:
+    def predict_proba(
+        self, images: Any, *, tta: bool = False, batch_size: int = 32, calibrated: bool = True
+    ) -> np.ndarray:
         """Class probabilities for each image.
 
         Args:
             images: one image or a list of anything `load_image` takes.
             tta: average the softmax over the 8 rotations/flips of each image (the D4 group).
             batch_size: images per forward pass.
+            calibrated: apply the model's calibration temperature, when it has one (`softmax(log p / T)`; the
+                predicted class is unchanged). False gives the probabilities the model itself outputs.
 
         Returns:
             A float32 array `(N, num_labels)` whose rows sum to 1.
         """
+        return self._forward(images, tta, batch_size, calibrated, embed=False)[0]
+
+    def embed(self, images: Any, *, tta: bool = False, batch_size: int = 32) -> np.ndarray:
+        """The pooled features of each image: the vector the classification head maps to the logits.
+
+        This is the model's own image representation (e.g. ConvNeXt's normed global average, ViT's final [CLS]
+        token, DINOv2's [CLS] and mean patch token side by side, timm's `forward_head(pre_logits=True)`), so the
+        logits are `head(embedding)`: what is near in it, the classifier treats alike.
+
+        Args:
+            images: one image or a list of anything `load_image` takes.
+            tta: average the features over the 8 dihedral views of each image.
+            batch_size: images per forward pass.
+
+        Returns:
+            A float32 array `(N, D)`.
+
+        Raises:
+            HfgalError: the model has no classification head hfgal can find (`classifier`, or timm's).
+        """
+        return self._forward(images, tta, batch_size, calibrated=False, embed=True)[1]
+
+    def predict_and_embed(
+        self, images: Any, *, tta: bool = False, batch_size: int = 32, calibrated: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`(predict_proba(images), embed(images))` from one forward pass per view."""
+        return self._forward(images, tta, batch_size, calibrated, embed=True)
+
+    def _forward(
+        self, images: Any, tta: bool, batch_size: int, calibrated: bool, embed: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         from .data.augment import dihedral_view
@@ -133,21 +183,47 @@ class GalaxyClassifier:
             raise HfgalError(f"batch_size must be at least 1, got {batch_size}")
         items = _as_list(images)
         dtype = next(self.model.parameters()).dtype
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(items), batch_size):
-                x = self.preprocess(items[start : start + batch_size]).to(dtype)
-                # GZ10 galaxies have no preferred orientation: the 8 dihedral views are equally real.
-                views = range(8) if tta else range(1)
-                probs = sum(self._softmax(dihedral_view(x, k)) for k in views) / len(views)
-                out.append(probs.cpu().numpy())
-        if not out:
-            return np.zeros((0, self.num_labels), np.float32)
-        return np.concatenate(out).astype(np.float32, copy=False)
+        temperature = self.temperature if calibrated else None
+        probs_out, features_out, captured = [], [], []
+        hook = self.head().register_forward_pre_hook(lambda _, args: captured.append(args[0])) if embed else None
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(items), batch_size):
+                    x = self.preprocess(items[start : start + batch_size]).to(dtype)
+                    # GZ10 galaxies have no preferred orientation: the 8 dihedral views are equally real.
+                    views = range(8) if tta else range(1)
+                    probs = sum(self._softmax(dihedral_view(x, k)) for k in views) / len(views)
+                    if temperature is not None:
+                        probs = (probs.clamp_min(torch.finfo(probs.dtype).tiny).log() / temperature).softmax(-1)
+                    probs_out.append(probs.cpu().numpy())
+                    if embed:  # (B, D) per view: the head's input, flattened (a ResNet head flattens (B, C, 1, 1))
+                        views_features = [f.flatten(1).float() for f in captured]
+                        features_out.append((sum(views_features) / len(views_features)).cpu().numpy())
+                        captured.clear()
+        finally:
+            if hook is not None:
+                hook.remove()
+        probs = np.concatenate(probs_out) if probs_out else np.zeros((0, self.num_labels), np.float32)
+        features = np.concatenate(features_out) if features_out else np.zeros((0, 0), np.float32)
+        return probs.astype(np.float32, copy=False), features.astype(np.float32, copy=False)
 
     def _softmax(self, pixel_values: torch.Tensor) -> torch.Tensor:
         logits = self.model(pixel_values=pixel_values).logits
         return logits.float().softmax(dim=-1)
+
+    def head(self) -> torch.nn.Module:
+        """The classification head (its input is `embed`'s features): timm's `get_classifier()` for a timm model,
+        else the `classifier` module every transformers image classifier (and hfgal's GCNN) has."""
+        import torch
+
+        timm_model = getattr(self.model, "timm_model", None)
+        head = timm_model.get_classifier() if timm_model is not None else getattr(self.model, "classifier", None)
+        if not isinstance(head, torch.nn.Module) or isinstance(head, torch.nn.Identity):
+            raise HfgalError(
+                f"{self.source}: no classification head found (a `classifier` module, or timm's get_classifier()); "
+                "embeddings need one"
+            )
+        return head
 
     def predict(
         self, images: Any, *, top_k: int = 5, tta: bool = False, batch_size: int = 32
@@ -238,7 +314,20 @@ def load_classifier(
     )
     processor = checkpoint.processor or _fallback_processor(load_from, checkpoint.model)
     model = checkpoint.model.eval().to(torch_device)
-    return GalaxyClassifier(model, processor, _id2label(checkpoint.config), torch_device, source)
+    calibration = read_calibration(folder) if folder.is_dir() else _hub_calibration(source, revision)
+    return GalaxyClassifier(model, processor, _id2label(checkpoint.config), torch_device, source, calibration)
+
+
+def _hub_calibration(repo_id: str, revision: str | None) -> Calibration | None:
+    """The repo's calibration.json (`hfgal evaluate --calibrate`, pushed with the model), or None without one."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(repo_id, CALIBRATION_FILE, revision=revision)
+    except EntryNotFoundError:  # not in the repo, or (offline) not in the cache
+        return None
+    return read_calibration(Path(path).parent)
 
 
 def _resolve_device(device: Any) -> torch.device:

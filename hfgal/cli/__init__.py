@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "hfgal.cli.data",  # hfgal data build | synthetic | download
     "hfgal.cli.publish",  # hfgal card, hfgal push
     "hfgal.cli.predict",  # hfgal predict
+    "hfgal.cli.evaluate",  # hfgal evaluate
     "hfgal.cli.study",  # hfgal study report | push
     "hfgal.cli.demo",  # hfgal space build, hfgal demo
 )

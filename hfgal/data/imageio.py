@@ -301,6 +301,50 @@ def fits_to_rgb(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS
     return _fits_to_rgb(path, str(path), max_pixels)
 
 
+def fits_sky_centre(path: str | os.PathLike) -> tuple[float, float] | None:
+    """Right ascension and declination (ICRS, degrees) of the centre of a FITS cutout, from its WCS header.
+
+    The centre is the middle of the image plane, pixel `((W - 1) / 2, (H - 1) / 2)` counted from 0: the position a
+    survey cutout was cut around. The first image HDU with data and a celestial WCS is used (a `(3, H, W)` cube's
+    band axis is dropped); another frame (FK5, galactic, ...) is transformed to ICRS.
+
+    Returns:
+        `(ra, dec)` in degrees, or None when the file has no usable celestial WCS.
+
+    Raises:
+        HfgalError: astropy is missing, or the file is not readable FITS.
+    """
+    fits = _import_fits()
+    from astropy.utils.exceptions import AstropyUserWarning
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    try:
+        with warnings.catch_warnings():
+            # Survey headers carry deprecated-but-harmless keywords (RADECSYS, old DATE forms) that astropy fixes.
+            for category in (FITSFixedWarning, fits.verify.VerifyWarning, AstropyUserWarning):
+                warnings.simplefilter("ignore", category)
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                for hdu in hdul:
+                    header = hdu.header
+                    if not getattr(hdu, "is_image", False) or int(header.get("NAXIS", 0)) < 2:
+                        continue
+                    try:
+                        wcs = WCS(header).celestial
+                    except Exception:  # noqa: BLE001 - a malformed WCS is "no coordinates", not an unreadable image
+                        logger.warning("%s: HDU %s has an unreadable WCS; its RA/Dec are left empty", path, hdu.name)
+                        continue
+                    if wcs.naxis != 2 or not wcs.has_celestial:
+                        continue
+                    centre = wcs.pixel_to_world((int(header["NAXIS1"]) - 1) / 2, (int(header["NAXIS2"]) - 1) / 2)
+                    return float(centre.icrs.ra.deg), float(centre.icrs.dec.deg)
+    except HfgalError:
+        raise
+    except Exception as err:  # noqa: BLE001 - astropy raises OSError, ValueError, TypeError, VerifyError, ...
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise HfgalError(f"{path}: not a readable FITS file ({detail}); check the file") from err
+    return None
+
+
 def _import_fits():
     try:
         from astropy.io import fits

@@ -209,7 +209,8 @@ class GalaxyDemo:
             tta: average the probabilities over the 8 dihedral views.
 
         Returns:
-            `{"image": RGB PIL image, "scores": {class: probability} (all classes), "description": markdown}`.
+            `{"image": RGB PIL image, "scores": {class: probability} (all classes), "description": markdown}`; the
+            scores are calibrated when the model has a calibration.json (and the description says so).
 
         Raises:
             HfgalError: unreadable, truncated or too large image, or a model that cannot be loaded.
@@ -222,7 +223,14 @@ class GalaxyDemo:
         id2label = {int(k): v for k, v in classifier.id2label.items()}
         scores = {id2label.get(i, str(i)): float(p) for i, p in enumerate(probs)}
         true_label = self._example_labels.get(_sha256(path)) if self._example_labels else None
-        return {"image": image, "scores": scores, "description": describe_prediction(scores, true_label)}
+        description = describe_prediction(scores, true_label)
+        if classifier.temperature is not None:
+            # Said on the page: these are the model's probabilities after calibration, not its raw softmax.
+            description += (
+                f"\n\n*Scores are calibrated: temperature scaling with T = {classifier.temperature:.2f}, fitted on "
+                "the validation split (see the model card).*"
+            )
+        return {"image": image, "scores": scores, "description": description}
 
     def explain(self, path: str, model_name: str | None = None, target: str | None = None) -> Image.Image:
         """The occlusion sensitivity map of `target` (a class name; the top class when None) over the image.

@@ -21,7 +21,19 @@ from ..constants import (
     HFGAL_CITATION,
 )
 from ..io import atomic_write_text, card_template
-from ..runs import CARD_FILE, CONFUSION_FILE, CarbonRecord, Hardware, RunRecord, SplitMetrics, check_run_dir
+from ..runs import (
+    CARD_FILE,
+    CONFUSION_FILE,
+    CURVES_FILE,
+    TRAINING_LOG_FILE,
+    Calibration,
+    CarbonRecord,
+    Hardware,
+    RunRecord,
+    SplitMetrics,
+    check_run_dir,
+    read_calibration,
+)
 from .access import is_hub_id
 
 if TYPE_CHECKING:
@@ -62,6 +74,9 @@ def render_model_card(
     repo_id: str | None = None,
     *,
     confusion_image: str | None = CONFUSION_FILE,
+    calibration: Calibration | None = None,
+    curves_image: str | None = None,
+    training_log: str | None = None,
 ) -> ModelCard:
     """Render a model card from a run's `results.json` and resolved `config.yaml` (no live model needed).
 
@@ -70,6 +85,9 @@ def render_model_card(
         config: the parsed config.yaml (flat mapping of recipe arguments); `license` sets the card's licence.
         repo_id: the Hub model id the card will live in (used for the model name and the usage snippets).
         confusion_image: relative path of the confusion-matrix PNG, or None when the run has none.
+        calibration: the model's calibration.json (`hfgal evaluate --calibrate`), shown when there is one.
+        curves_image: relative path of the learning-curves PNG, or None when the run has none.
+        training_log: relative path of the Trainer's log, or None when the run has none.
 
     Returns:
         A `huggingface_hub.ModelCard` with `model-index` (test accuracy and macro-F1) and `co2_eq_emissions`
@@ -112,6 +130,9 @@ def render_model_card(
     ]
     carbon = results.carbon
     co2 = _co2_metadata(carbon, results.hardware)
+    checks = {}  # the calibration's scores per split: fitted on validation, checked on test
+    if calibration is not None:
+        checks = {"Validation (fitted on)": calibration.validation, "Test (held out)": calibration.test}
     card_data = ModelCardData(
         model_name=title,
         library_name="transformers",
@@ -134,6 +155,10 @@ def render_model_card(
         class_rows=_class_rows(test),
         confusion_image=confusion_image,
         confused_pairs=_confused_pairs(test),
+        calibration=calibration,
+        calibration_rows=[(name, scores) for name, scores in checks.items() if scores is not None],
+        curves_image=curves_image,
+        training_log=training_log,
         hyperparameters=_hyperparameters(results),
         config_yaml=_config_yaml(config),
         versions=", ".join(f"{k} {v}" for k, v in results.versions.items() if v) or "n/a",
@@ -390,7 +415,16 @@ def write_model_card(run_dir: str | os.PathLike, repo_id: str | None = None) -> 
         HfgalError: the folder is missing, unfinished or incomplete.
     """
     run_dir, results, config = check_run_dir(run_dir)
-    image = CONFUSION_FILE if (run_dir / CONFUSION_FILE).is_file() else None
-    card = render_model_card(results, config, repo_id, confusion_image=image)
+    files = (CONFUSION_FILE, CURVES_FILE, TRAINING_LOG_FILE)
+    present = {name: name if (run_dir / name).is_file() else None for name in files}
+    card = render_model_card(
+        results,
+        config,
+        repo_id,
+        confusion_image=present[CONFUSION_FILE],
+        calibration=read_calibration(run_dir),
+        curves_image=present[CURVES_FILE],
+        training_log=present[TRAINING_LOG_FILE],
+    )
     text = str(card)
     return atomic_write_text(run_dir / CARD_FILE, text if text.endswith("\n") else text + "\n")

@@ -15,13 +15,16 @@ from pathlib import Path
 
 from ..errors import HfgalError
 from ..runs import (
+    CALIBRATION_FILE,
     CARD_FILE,
     CONFIG_FILE,
     CONFUSION_FILE,
+    CURVES_FILE,
     MODEL_CONFIG_FILE,
     PREDICTIONS_FILE,
     PROCESSOR_FILE,
     RESULTS_FILE,
+    TRAINING_LOG_FILE,
     check_run_dir,
     weight_files,
 )
@@ -29,9 +32,11 @@ from .access import require_online, require_token, validate_repo_id
 
 logger = logging.getLogger(__name__)
 
-# What a published model repo holds besides its weights: enough to load it, read its card and reproduce it.
+# What a published model repo holds besides its weights: enough to load it (with its calibration), read its card
+# and reproduce it. TensorBoard's event files (runs/) stay local: the training log and its curves carry the same.
 RUN_FILES = (
-    MODEL_CONFIG_FILE, PROCESSOR_FILE, CARD_FILE, RESULTS_FILE, PREDICTIONS_FILE, CONFUSION_FILE, CONFIG_FILE,
+    MODEL_CONFIG_FILE, PROCESSOR_FILE, CALIBRATION_FILE, CARD_FILE, RESULTS_FILE, PREDICTIONS_FILE, CONFUSION_FILE,
+    CONFIG_FILE, TRAINING_LOG_FILE, CURVES_FILE,
 )  # fmt: skip
 REPO_TYPES = ("model", "dataset", "space")
 

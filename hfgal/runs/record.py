@@ -42,6 +42,10 @@ def _from_mapping(cls, data: Mapping[str, Any], where: str):
         raise HfgalError(f"{where}: missing {missing}; rerun the evaluation of this run") from None
 
 
+# The same strict reading for the records of the other run-folder files (hfgal.runs.evaluation).
+record_from_mapping = _from_mapping
+
+
 @dataclass
 class SplitMetrics:
     """The metrics of one split (`hfgal.train.metrics.compute_gz10_metrics`): accuracies in [0, 1]."""
