@@ -237,3 +237,35 @@ def test_card_without_and_with_a_tta_calibration(tmp_path):
     assert "T = 1.234" in card and "averaged over the 8 dihedral views" in card
     assert "| Validation (fitted on) | 1773 | 7.12 % | 1.54 % | 0.612 | 0.581 |" in card
     assert "Test (held out)" not in card
+
+
+@pytest.mark.slow  # a child process pointed at a local Hub (HF_ENDPOINT is read at import)
+def test_a_hub_model_with_calibration_is_calibrated_when_loaded_by_id(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from fixtures.hub_server import running_hub
+
+    plain = save_vit(tmp_path / "plain", seed=1)
+    calibrated = Path(shutil.copytree(plain, tmp_path / "calibrated"))
+    scores = CalibrationScores(3, 0.2, 0.1, 2.0, 1.9)
+    Calibration(temperature=1.7, fitted_on="validation", tta=False, validation=scores).save(calibrated)
+    child = (
+        "import json, sys\n"
+        "from hfgal.inference import load_classifier\n"
+        "print('RESULT ' + json.dumps([load_classifier(r, device='cpu').temperature for r in sys.argv[1:]]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), NO_PROXY="127.0.0.1,localhost", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+
+    def temperatures(**extra: str) -> list:
+        argv = [sys.executable, "-c", child, "someone/gz10-calibrated", "someone/gz10-plain"]
+        proc = subprocess.run(argv, env={**env, **extra}, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(next(line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")))
+
+    with running_hub({"someone/gz10-calibrated": calibrated, "someone/gz10-plain": plain}) as hub:
+        assert temperatures(HF_ENDPOINT=hub.url) == [1.7, None]
+    assert temperatures(HF_HUB_OFFLINE="1") == [1.7, None]  # from the cache, with the Hub gone
