@@ -93,7 +93,7 @@ def render_model_card(
         A `huggingface_hub.ModelCard` with `model-index` (test accuracy and macro-F1) and `co2_eq_emissions`
         (grams) metadata.
     """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     test, validation = results.test, results.validation
     model = results.model
@@ -107,32 +107,8 @@ def render_model_card(
     repo_ref = repo_id or f"path/to/{run_name or 'run'}"
     zoobot = "zoobot" in f"{base_model or ''} {model}".lower()
 
-    if dataset_id:
-        dataset_type, dataset_name = dataset_id, "Galaxy10 DECaLS"
-    elif synthetic:
-        dataset_type, dataset_name = "synthetic", f"Synthetic GZ10-like galaxies ({dataset})"
-    else:
-        where = f"Zenodo {GZ10_ZENODO_RECORD}" if dataset == "zenodo" else "local copy"
-        dataset_type, dataset_name = "galaxy10_decals", f"Galaxy10 DECaLS ({where})"
-    common = {
-        "task_type": "image-classification",
-        "task_name": "Image Classification",
-        "dataset_type": dataset_type,
-        "dataset_name": dataset_name,
-        "dataset_split": "test",
-        "dataset_revision": results.dataset_revision,
-    }
-    eval_results = [
-        EvalResult(**common, metric_type="accuracy", metric_name="Accuracy", metric_value=test.accuracy),
-        EvalResult(
-            **common, metric_type="f1", metric_config="macro", metric_name="Macro F1", metric_value=test.macro_f1
-        ),
-    ]
     carbon = results.carbon
     co2 = _co2_metadata(carbon, results.hardware)
-    checks = {}  # the calibration's scores per split: fitted on validation, checked on test
-    if calibration is not None:
-        checks = {"Validation (fitted on)": calibration.validation, "Test (held out)": calibration.test}
     card_data = ModelCardData(
         model_name=title,
         library_name="transformers",
@@ -142,7 +118,7 @@ def render_model_card(
         base_model=base_model,
         pipeline_tag="image-classification",
         metrics=["accuracy", "f1"],
-        eval_results=eval_results,
+        eval_results=_eval_results(results, dataset_id),
         **({"co2_eq_emissions": co2} if co2 else {}),
     )
     return ModelCard.from_template(
@@ -156,7 +132,7 @@ def render_model_card(
         confusion_image=confusion_image,
         confused_pairs=_confused_pairs(test),
         calibration=calibration,
-        calibration_rows=[(name, scores) for name, scores in checks.items() if scores is not None],
+        calibration_rows=_calibration_rows(calibration),
         curves_image=curves_image,
         training_log=training_log,
         hyperparameters=_hyperparameters(results),
@@ -172,6 +148,42 @@ def render_model_card(
         base_model=base_model,
         citation=f"{GZ10_CITATION}\n{HFGAL_CITATION}",
     )
+
+
+def _eval_results(results: RunRecord, dataset_id: str | None) -> list:
+    """The `model-index` results: test accuracy and macro-F1, on the dataset as the Hub names it."""
+    from huggingface_hub import EvalResult
+
+    test, dataset = results.test, results.dataset
+    if dataset_id:
+        dataset_type, dataset_name = dataset_id, "Galaxy10 DECaLS"
+    elif dataset.startswith("synthetic"):
+        dataset_type, dataset_name = "synthetic", f"Synthetic GZ10-like galaxies ({dataset})"
+    else:
+        where = f"Zenodo {GZ10_ZENODO_RECORD}" if dataset == "zenodo" else "local copy"
+        dataset_type, dataset_name = "galaxy10_decals", f"Galaxy10 DECaLS ({where})"
+    common = {
+        "task_type": "image-classification",
+        "task_name": "Image Classification",
+        "dataset_type": dataset_type,
+        "dataset_name": dataset_name,
+        "dataset_split": "test",
+        "dataset_revision": results.dataset_revision,
+    }
+    return [
+        EvalResult(**common, metric_type="accuracy", metric_name="Accuracy", metric_value=test.accuracy),
+        EvalResult(
+            **common, metric_type="f1", metric_config="macro", metric_name="Macro F1", metric_value=test.macro_f1
+        ),
+    ]
+
+
+def _calibration_rows(calibration: Calibration | None) -> list[tuple[str, Any]]:
+    """The calibration's scores per split: fitted on validation, checked on test (when it was)."""
+    if calibration is None:
+        return []
+    rows = [("Validation (fitted on)", calibration.validation), ("Test (held out)", calibration.test)]
+    return [(name, scores) for name, scores in rows if scores is not None]
 
 
 def _summary(results: RunRecord, config: dict, title: str, dataset_id: str | None) -> str:
