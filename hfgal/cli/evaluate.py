@@ -46,7 +46,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--output", "-o", help="folder to write (default: <model folder>/evaluation-<split>)")
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's, else 128)")
-    parser.add_argument("--device", help="cpu, cuda or mps (default: a GPU when there is one)")
+    parser.add_argument(
+        "--device", help="cpu, cuda or mps (default: where the run evaluated, else a GPU when there is one)"
+    )
     parser.add_argument("--image-cache-dir", help="folder of the decoded uint8 image cache (default: hfgal's)")
     parser.add_argument("--revision", help="Hub branch, tag or commit of --model")
     parser.add_argument(
@@ -85,9 +87,9 @@ def evaluate_command(args: Any) -> int:
     }
     settings = EvaluationSettings.from_run_config(config or {}, **chosen)
     settings.check()  # the data is checked before the model is loaded
-    classifier = load_classifier(
-        args.model, args.revision, device=args.device, trust_remote_code=args.trust_remote_code
-    )
+    # A run that evaluated on the CPU is re-evaluated there by default: other kernels round logits otherwise.
+    device = args.device or ("cpu" if (config or {}).get("use_cpu") else None)
+    classifier = load_classifier(args.model, args.revision, device=device, trust_remote_code=args.trust_remote_code)
     record, fitted, scored, gz10 = evaluate_model(
         classifier.model,
         classifier.processor,
