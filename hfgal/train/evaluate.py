@@ -63,8 +63,9 @@ class EvaluationSettings:
 
     @classmethod
     def from_run_config(cls, config: dict[str, Any], **overrides: Any) -> EvaluationSettings:
-        """The settings a run evaluated with (its config.yaml), with `overrides` (None values ignored)."""
-        names = {f.name for f in fields(cls)}
+        """The settings a run evaluated with (its config.yaml), with `overrides` (None values ignored). The image
+        cache folder is not taken from the run: it belongs to the machine it ran on."""
+        names = {f.name for f in fields(cls)} - {"image_cache_dir"}
         settings = {name: config[name] for name in names if config.get(name) is not None}
         if config.get("per_device_eval_batch_size"):
             settings["batch_size"] = int(config["per_device_eval_batch_size"])
