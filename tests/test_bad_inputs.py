@@ -26,6 +26,7 @@ from PIL import Image
 from fixtures.finetune import FINETUNE, REPO_ROOT, finetune_args
 from fixtures.gz10 import write_gz10_h5
 from hfgal import GZ10_CLASSES
+from hfgal.catalogue import probability_columns
 from hfgal.errors import run_cli
 
 STUDY = REPO_ROOT / "recipes" / "study.py"
@@ -258,8 +259,8 @@ CASES = [
         "config.json", [lambda d, run: (d / "empty").mkdir()],
     ),
     Case(
-        "predict-bad-top-k", "hfgal", ["predict", "--model", "{run}", "{sample}/2_0.png", "--top-k", "0"], 1,
-        "--top-k",
+        "predict-bad-batch-size", "hfgal", ["predict", "--model", "{run}", "{sample}/2_0.png", "--batch-size", "0"], 1,
+        "--batch-size must be at least 1",
     ),
     Case(
         "predict-bad-device", "hfgal", ["predict", "--model", "{run}", "{sample}/2_0.png", "--device", "quantum"], 1,
@@ -517,7 +518,8 @@ def test_property_predict_cli_rows_or_skips(samples, run_dir, tmp_path_factory, 
     assert code == (1 if skipped else 0), err
     for row in rows:
         assert row["label"] in GZ10_CLASSES and 0 <= float(row["probability"]) <= 1
-        assert len(row["top_k"].split(";")) == 5
+        scores = [float(row[column]) for column in probability_columns(GZ10_CLASSES)]
+        assert sum(scores) == pytest.approx(1.0, abs=1e-5) and float(row["probability"]) == max(scores)
     for path, (_, _, size) in zip(paths, samples, strict=True):
         if size is not None and str(path) not in read:
             pytest.fail(f"an intact image was skipped: {path}\n{err}")

@@ -27,9 +27,10 @@ def _last_state(run: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def tensorboard_run(tmp_path_factory, sample_dir, image_cache) -> Path:
-    pytest.importorskip("tensorboard")
     out = tmp_path_factory.mktemp("runs") / "tiny-tensorboard"
     assert run_finetune_main(finetune_args(out, sample_dir, max_steps=4, report_to="tensorboard")) == 0
+    # Every finished run keeps its training log and learning curves.
+    assert (out / TRAINING_LOG_FILE).is_file() and (out / CURVES_FILE).is_file()
     return out
 
 
@@ -97,7 +98,6 @@ def test_the_log_keeps_a_diverged_loss_as_null_and_an_empty_log_writes_nothing(t
 
 @pytest.mark.slow  # a run in a child process, so trackio reads TRACKIO_DIR afresh
 def test_report_to_trackio_logs_offline(tmp_path, sample_dir, image_cache):
-    pytest.importorskip("trackio")
     env = subprocess_env(TRACKIO_DIR=str(tmp_path / "trackio"), HF_HUB_OFFLINE="1", HFGAL_CACHE=str(image_cache))
     args = finetune_args(tmp_path / "run", sample_dir, max_steps=2, report_to="trackio", project="gz10-test")
     proc = subprocess.run(

@@ -33,6 +33,7 @@ from ..runs import (
     SplitMetrics,
     plot_confusion_matrix,
 )
+from .curves import save_learning_curves
 from .hardware import hardware_info, versions_info
 from .metrics import compute_gz10_metrics
 
@@ -218,6 +219,7 @@ def save_run(
     )
     path, title = Path(out) / CONFUSION_FILE, f"{record.model} — GZ10 test"
     plot_confusion_matrix(record.test.confusion_matrix, list(GZ10_CLASSES), path, title=title)
+    save_learning_curves(out, trainer.state.log_history, best_step=trainer.state.best_global_step)
     record.save(out)
     return record
 
