@@ -282,6 +282,10 @@ PLAIN_WRITES_ALLOWED = {
     ("benchmarks/resume_cost.py", "killed_after"): "the runs' append-only log in a temporary folder, not a result",
     ("benchmarks/resume_cost.py", "run"): "the runs' append-only log in a temporary folder, not a result",
     ("hfgal/train/outputs.py", "save_run"): "RunRecord.save, which writes results.json through io.atomic_write_json",
+    ("hfgal/cli/evaluate.py", "evaluate_command"): "Calibration.save, which writes through io.atomic_write_json",
+    ("hfgal/train/evaluate.py", "write_evaluation"): "EvaluationRecord.save, through io.atomic_write_json",
+    ("hfgal/train/calibration.py", "plot_reliability_diagram"): "savefig into io.atomic_file",
+    ("hfgal/train/curves.py", "plot_learning_curves"): "savefig into io.atomic_file",
     ("hfgal/data/geometry.py", "image_processor"): "a processor config in a temporary folder, read back and deleted",
 }
 WRITE_METHODS = {"write_text", "write_bytes", "savefig", "save", "to_csv", "tofile"}
