@@ -10,36 +10,61 @@ from PIL import Image
 
 from fixtures.checkpoints import save_convnextv2_author_style
 from fixtures.finetune import finetune_args, run_finetune_main
-from hfgal.data.geometry import Geometry, prepare_rgb
-from hfgal.models.preprocessing import processor_geometry
+from hfgal.data.geometry import Geometry, processor_pixels
 
 
 def test_processor_geometry_reads_each_processor_family():
-    from transformers import BitImageProcessor, ConvNextImageProcessor, TimmWrapperImageProcessor, ViTImageProcessor
+    from transformers import (
+        BitImageProcessor,
+        ConvNextImageProcessor,
+        EfficientNetImageProcessor,
+        TimmWrapperImageProcessor,
+        ViTImageProcessor,
+    )
 
     # ConvNeXt below 384 px: resize to size / crop_pct, keep the centre (the published convnextv2-*-224 repos).
-    assert processor_geometry(ConvNextImageProcessor(size={"shortest_edge": 224})) == Geometry(224, 256, "bicubic")
+    convnext = ConvNextImageProcessor(size={"shortest_edge": 224})
+    assert Geometry.from_processor(convnext) == Geometry(224, 256, "bicubic")
     # DINOv2's BitImageProcessor: shortest edge 256, centre crop 224.
     dinov2 = BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224})
-    assert processor_geometry(dinov2) == Geometry(224, 256, "bicubic")
-    assert processor_geometry(ViTImageProcessor()) == Geometry(224)  # ViT: the whole image to 224, no crop
+    assert Geometry.from_processor(dinov2) == Geometry(224, 256, "bicubic")
+    assert Geometry.from_processor(ViTImageProcessor()) == Geometry(224)  # ViT: the whole image to 224, no crop
     timm = TimmWrapperImageProcessor(
         pretrained_cfg={"input_size": [3, 224, 224], "crop_pct": 0.95, "interpolation": "bicubic"}
     )
-    assert processor_geometry(timm) == Geometry(224, 235, "bicubic")  # timm: floor(224 / 0.95)
+    assert Geometry.from_processor(timm) == Geometry(224, 235, "bicubic")  # timm: floor(224 / 0.95)
+    # google/efficientnet-b* store resample 0: PIL's nearest, not a default to replace.
+    efficientnet = EfficientNetImageProcessor(size={"height": 600, "width": 600}, resample=0)
+    assert Geometry.from_processor(efficientnet) == Geometry(600, None, "nearest")
 
 
-def test_prepare_rgb_crops_the_centre_like_the_processor(sample_dir):
-    from transformers import ConvNextImageProcessor
+@pytest.mark.parametrize("geometry", [Geometry(224, 256, "bicubic"), Geometry(64, 72, "nearest"), Geometry(48)])
+def test_a_geometrys_processor_crops_and_resizes_as_the_backbones_own(sample_dir, geometry):
+    """The processor hfgal saves for a geometry computes the pixels of the backbone's own processor of that geometry
+    (ConvNeXt's crop_pct resize + crop; ViT's whole-image resize), and keeps the whole cutout when it does not crop."""
+    from transformers import AutoImageProcessor, ConvNextImageProcessor, ViTImageProcessor
 
     image = Image.open(sample_dir / "5_0.png")
-    processor = ConvNextImageProcessor(size={"shortest_edge": 224}, do_rescale=False, do_normalize=False)
-    theirs = processor(image, return_tensors="np")["pixel_values"][0]  # (3, 224, 224) floats in 0-255
-    ours = prepare_rgb(image, processor_geometry(processor))
-    assert ours.shape == (3, 224, 224)
-    assert np.abs(ours.astype(float) - theirs).mean() < 1.0  # the same pixels, up to rounding
-    whole = prepare_rgb(image, Geometry(224))  # hfgal's default keeps the whole cutout
-    assert np.abs(whole.astype(float) - theirs).mean() > 3.0
+    resample = {"bicubic": 3, "nearest": 0, "bilinear": 2}[geometry.resample]
+    if geometry.crops:
+        own = ConvNextImageProcessor(size={"shortest_edge": geometry.height}, crop_pct=geometry.height / geometry.resize)
+    else:
+        own = ViTImageProcessor(size={"height": geometry.height, "width": geometry.width})
+    own.resample = resample
+    theirs = processor_pixels(_as_loaded(own, AutoImageProcessor), [image])[0]  # loaded as pipeline() loads it
+    ours = processor_pixels(geometry.image_processor(), [image])[0]
+    assert ours.shape == (3, geometry.height, geometry.width) and np.array_equal(ours, theirs)
+    if geometry.crops:  # hfgal's default keeps the whole cutout
+        whole = processor_pixels(Geometry(geometry.height).image_processor(), [image])[0]
+        assert np.abs(whole.astype(float) - ours).mean() > 3.0
+
+
+def _as_loaded(processor, auto):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        processor.save_pretrained(tmp)
+        return auto.from_pretrained(tmp)
 
 
 @pytest.mark.slow
@@ -62,9 +87,9 @@ def test_a_run_with_the_processors_preprocessing_and_the_test_selection_diagnost
     state = json.loads((out / f"checkpoint-{results['global_step']}" / "trainer_state.json").read_text())
     validation = [e["eval_validation_accuracy"] for e in state["log_history"] if "eval_validation_accuracy" in e]
     assert state["best_metric"] == max(validation)  # the checkpoint was still chosen on validation
-    # The run folder serves images the way it was trained: its own processor, the same crop.
+    # The run folder serves images the way it was trained: the same crop, filter and normalisation.
     processor = json.loads((out / "preprocessor_config.json").read_text())
-    assert processor["image_processor_type"] == "ConvNextImageProcessor"
+    assert processor["size"] == {"shortest_edge": 36} and processor["crop_size"] == {"height": 32, "width": 32}
     assert load_classifier(out, device="cpu").geometry == Geometry(32, 36, "bicubic")
 
 
