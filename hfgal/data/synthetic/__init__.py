@@ -1,12 +1,14 @@
 """Synthetic GZ10-like galaxies: the offline default dataset, drawn from simple physical light models.
 
 Every image is a sum of analytic light components (Sersic bulges and ellipticals, exponential discs at a random
-inclination, logarithmic spiral arms, bars, tidal streams) in three bands shown as (R, G, B) = (z, r, g) like the
-DECaLS colour composites, plus field stars and faint background galaxies. It is blurred by a seeing PSF, gets sky
-noise and an asinh stretch, and is rendered at half resolution then upsampled, which keeps one core above
-~200 images/s. Classes follow the morphology of the Galaxy10 DECaLS decision tree and overlap a little on purpose
-(smooth classes differ only by axis ratio, tight and loose spirals only by pitch angle), so they are learnable
-but not a give-away.
+inclination with spiral arms, bars, lopsidedness and warps, tidal streams) in three bands shown as (R, G, B) =
+(z, r, g) like the DECaLS colour composites, plus field stars and background galaxies (`light`, `galaxies`). It is
+blurred by a seeing PSF, gets sky noise mostly common to the bands, an asinh stretch that saturates bright cores,
+and is rendered at half resolution then upsampled, which keeps one core above ~200 images/s (`camera`). Sizes,
+profiles, colours, noise, seeing and field counts are fitted per class to the calibration half of a real GZ10
+sample by `benchmarks/synthetic_calibration.py` (docs/synthetic.md). Classes follow the morphology of the
+Galaxy10 DECaLS decision tree and overlap a little on purpose (smooth classes differ only by axis ratio, tight and
+loose spirals only by pitch angle), so they are learnable but not a give-away.
 
 Image `i` depends only on `(seed, i)`: any slice can be generated alone, in any order, by any process.
 """
@@ -121,7 +123,7 @@ def renderer_digest() -> str:
 def gz10_synthetic(
     n: int = 2000,
     seed: int = 0,
-    proportions: str = "gz10",
+    proportions: str = "balanced",
     split_scheme: str | None = None,
     cache_dir: str | None = None,
     separation_arcsec: float | None = None,
@@ -131,7 +133,9 @@ def gz10_synthetic(
     Args:
         n: number of galaxies.
         seed: seeds the catalogue, every image and the train/validation/test split.
-        proportions: `"gz10"` (real class frequencies) or `"balanced"`.
+        proportions: `"balanced"` (every class equally often: a model trained on it learns no class prior, and
+            the rare cigar-shaped galaxies get as many examples as the rest) or `"gz10"` (the release's class
+            frequencies).
         split_scheme: see `hfgal.data.split.gz10_split` (None: `default`).
         cache_dir: where datasets writes its Arrow files (default: the datasets cache).
         separation_arcsec: linking radius of the split (None: the cutout width).

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 # Band weights (z, r, g) shown as (R, G, B): old stellar populations are red/yellow, star formation is blue.
-OLD = np.array([1.0, 0.86, 0.66], dtype=np.float32)
+OLD = np.array([1.0, 0.93, 0.79], dtype=np.float32)
 DISC = np.array([0.78, 0.85, 1.0], dtype=np.float32)
 YOUNG = np.array([0.50, 0.68, 1.0], dtype=np.float32)
 
@@ -22,8 +22,6 @@ REF = 256.0
 # Overall size and surface-brightness scale of the central galaxy (noise sigma = 1).
 SIZE = 1.8
 BRIGHT = 25.0
-# Standard deviation (grey levels) of the full-resolution pixel noise.
-GRAIN = 6.0
 
 
 # --------------------------------------------------------------------------- render grid
@@ -146,8 +144,10 @@ def add_disc(
     bar_length: float = 0.0,
     bar_amp: float = 0.0,
     clumpy: float = 0.0,
+    lopsided: float = 0.0,
 ) -> None:
-    """Exponential disc of scale length `h` (ref pixels), with optional logarithmic spiral arms and a bar.
+    """Exponential disc of scale length `h` (ref pixels), with optional logarithmic spiral arms, a bar, and an
+    m=1 lopsidedness of relative amplitude `lopsided` that grows outwards (a disturbed or interacting disc).
 
     Arms and bar are defined in the plane of the disc and projected with it, so inclination foreshortens them
     the way it does on the sky.
@@ -160,6 +160,10 @@ def add_disc(
     r2 = u * u + vd * vd
     rad = np.sqrt(r2) + np.float32(1e-3)
     disc = np.exp(-rad / np.float32(hs))
+    if lopsided:
+        phi = rng.uniform(0, 2 * math.pi)
+        cos_m1 = (u * np.float32(math.cos(phi)) + vd * np.float32(math.sin(phi))) / rad
+        disc *= 1.0 + np.float32(lopsided) * cos_m1 * rad / (rad + np.float32(hs))
     if not arms:
         cv.add(disc, colour, amp)
         return
@@ -205,16 +209,16 @@ def add_stream(cv: Canvas, x0, y0, angle, length, bend, width, amp, colour) -> N
 def add_field(cv: Canvas) -> None:
     """Foreground stars (points before the PSF) and faint, mostly red background galaxies."""
     rng, work = cv.rng, cv.work
-    n_stars = rng.poisson(rng.uniform(8, 30))
+    n_stars = rng.poisson(rng.uniform(10, 36))
     if n_stars:
         iy, ix = rng.integers(0, work, (2, n_stars))
         # Number counts N(>f) ~ f^-0.6: many faint dots, a few bright saturated stars.
         flux = 15.0 * (1.0 - rng.uniform(0.0, 0.985, n_stars)) ** (-1 / 0.6)
-        t = rng.uniform(0, 1, n_stars) ** 2  # most faint sources are red: M dwarfs and distant galaxies
-        colours = (1 - t)[:, None] * np.array([1.0, 0.45, 0.2]) + t[:, None] * np.array([0.45, 0.7, 1.0])
+        t = rng.uniform(0, 1, n_stars) ** 3  # most faint sources are red: M dwarfs and distant galaxies
+        colours = (1 - t)[:, None] * np.array([1.0, 0.4, 0.12]) + t[:, None] * np.array([0.45, 0.7, 1.0])
         for c in range(3):
             np.add.at(cv.flux[c], (iy, ix), (flux * colours[:, c]).astype(np.float32))
-    for _ in range(rng.poisson(3.0)):
+    for _ in range(rng.poisson(5.0)):
         sigma = rng.uniform(0.5, 1.6) * cv.scale * 2
         colour = jitter(mix(OLD, DISC, rng.uniform(0, 0.6)), rng, 0.1)
         cv.add_stamp(
