@@ -1,5 +1,6 @@
 """`hfgal data build` at speed: each split written once by parallel processes, saved by renaming its Arrow shards,
-PNGs written with one row filter and zlib's run-length strategy; the folder reads back as a `save_to_disk` folder."""
+PNGs written by Pillow at zlib level 1 with the run-length strategy; the folder reads back as a `save_to_disk`
+folder."""
 
 from __future__ import annotations
 
@@ -72,8 +73,12 @@ def test_png_is_lossless_and_about_as_small_as_pillows_default(sample_dir):
         Image.fromarray(pixels).save(buffer, format="PNG")
         sizes.append(len(encoded["bytes"]))
         default_sizes.append(buffer.tell())
-    assert sum(sizes) < 1.07 * sum(default_sizes)  # real cutouts: +5 % over Pillow's default (measured)
-    gray = np.arange(35 * 17, dtype=np.uint8).reshape(35, 17)  # other layouts: Pillow's encoder
+    assert sum(sizes) < 1.05 * sum(default_sizes)  # real cutouts: +1.3 % over Pillow's default (level 6), measured
+    # The run-length strategy reaches zlib: it writes other bytes than Pillow's level 1 with its own strategy.
+    level_1 = io.BytesIO()
+    Image.fromarray(pixels).save(level_1, format="PNG", compress_level=1)
+    assert encoded["bytes"] != level_1.getvalue()
+    gray = np.arange(35 * 17, dtype=np.uint8).reshape(35, 17)  # any layout Pillow writes
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(gray)["bytes"]))), gray)
 
 
