@@ -148,3 +148,47 @@ def test_every_subpackage_ships_in_the_wheel():
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
     found = {_module_name(p) for p in PACKAGE.rglob("__init__.py")}
     assert not [name for name in found if f'"{name}"' not in pyproject], "add them to [tool.setuptools] packages"
+
+
+def _functions(path: Path):
+    return [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_functions_stay_readable():
+    long = [
+        f"{p.relative_to(REPO_ROOT)}:{f.lineno} {f.name}: {f.end_lineno - f.lineno + 1} lines"
+        for p in PACKAGE.rglob("*.py")
+        for f in _functions(p)
+        if f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long, "split these functions by concept:\n" + "\n".join(long)
+
+
+def test_one_definition_opens_a_checkpoint():
+    """Training (load_model) and inference (load_classifier, the Space, hfgal predict/evaluate, --trained_run) open a
+    checkpoint through one function: only it calls `AutoModelForImageClassification.from_pretrained`."""
+    callers = [
+        f"{p.relative_to(REPO_ROOT)}: {f.name}"
+        for p in PACKAGE.rglob("*.py")
+        for f in _functions(p)
+        for node in ast.walk(f)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "from_pretrained"
+        and ast.unparse(node.func.value) == "AutoModelForImageClassification"
+    ]
+    assert callers == ["hfgal/models/checkpoint.py: open_checkpoint"]
+
+
+def test_split_info_is_carried_not_attached():
+    """How a dataset was split travels as a typed `SplitInfo` beside its splits (`GZ10Splits`), never as an attribute
+    set on a `DatasetDict` (which `.map`/`.filter` would silently drop)."""
+    attached = [
+        f"{p.relative_to(REPO_ROOT)}:{node.lineno}"
+        for p in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Attribute) and target.attr == "split_info"
+    ]
+    assert not attached, attached
