@@ -81,7 +81,7 @@ def test_local_vit_top_k_sorted_and_labelled(folders, images):
         assert len(row) == 3 and scores == sorted(scores, reverse=True) and sum(scores) <= 1 + 1e-6
         assert {r["label"] for r in row} <= set(GZ10_CLASSES)
         assert row[0]["label"] == GZ10_CLASSES[int(p.argmax())] and row[0]["score"] == pytest.approx(p.max())
-    assert len({row[0]["label"] for row in preds}) > 1  # a random head still separates real images
+    assert np.ptp(probs, axis=0).max() > 1e-3  # images told apart (a random head may not change the top class)
     single = clf(images[0], top_k=20)
     assert len(single) == 1 and len(single[0]) == 10 and single[0] == clf.predict([images[0]], top_k=10)[0]
 

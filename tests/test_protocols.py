@@ -47,7 +47,9 @@ def test_a_geometrys_processor_crops_and_resizes_as_the_backbones_own(sample_dir
     image = Image.open(sample_dir / "5_0.png")
     resample = {"bicubic": 3, "nearest": 0, "bilinear": 2}[geometry.resample]
     if geometry.crops:
-        own = ConvNextImageProcessor(size={"shortest_edge": geometry.height}, crop_pct=geometry.height / geometry.resize)
+        own = ConvNextImageProcessor(
+            size={"shortest_edge": geometry.height}, crop_pct=geometry.height / geometry.resize
+        )
     else:
         own = ViTImageProcessor(size={"height": geometry.height, "width": geometry.width})
     own.resample = resample

@@ -340,7 +340,9 @@ def test_occlusion_map_finds_the_region_a_model_uses():
     from hfgal.data.geometry import Geometry
 
     processor = Geometry(32).image_processor((0.5,) * 3, (0.5,) * 3)
-    classifier = GalaxyClassifier(TopLeftBrightness(), processor, {0: "bright", 1: "dark"}, torch.device("cpu"), "test")
+    classifier = GalaxyClassifier(
+        TopLeftBrightness(), processor, {0: "bright", 1: "dark"}, torch.device("cpu"), "test"
+    )
     image = Image.fromarray(pixels)
     heat = occlusion_map(classifier, image, target=0, grid=8, window=0.25)
     assert heat.max() == pytest.approx(1.0)

@@ -148,7 +148,7 @@ def test_trainer_pixels_equal_the_step_by_step_recipe(uint8_batch, d4, affine, t
     trainer = GZ10Trainer(model=tiny.model, args=args, mean=MEAN, std=STD, d4_augment=d4, affine_augment=affine)
     fast = trainer.augment(uint8_batch)  # the first batch: step 0, micro-batch 0
     generator = torch.Generator().manual_seed(augmentation_seed(13, 0, 0, 0))
-    x = random_dihedral(uint8_batch, generator) if d4 else uint8_batch  # the unfused reference: view, normalise, jitter
+    x = random_dihedral(uint8_batch, generator) if d4 else uint8_batch  # unfused: view, normalise, jitter
     x = normalize(x, MEAN, STD)
     expected = random_affine(x, generator=generator) if affine else x
     torch.testing.assert_close(fast, expected, rtol=1e-4, atol=1e-4)

@@ -156,5 +156,6 @@ def processor_pixels(processor: Any, images: list) -> Any:
     import numpy as np
 
     images = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
-    pixels = processor(images=images, do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
-    return np.asarray(pixels).round().astype(np.uint8)  # integer-valued already: resizing ran on uint8 pixels
+    # "pt": the tensor type every processor backend of every transformers 5.x returns (5.0's fast ones refuse "np").
+    pixels = processor(images=images, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
+    return np.asarray(pixels.numpy()).round().astype(np.uint8)  # integer-valued already: resizing ran on uint8 pixels

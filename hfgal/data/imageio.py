@@ -433,7 +433,7 @@ def _select_grz(planes: list[tuple[str | None, np.ndarray]], name: str) -> dict[
 
 
 def _legacy_rgb(bands: dict[str, np.ndarray]) -> np.ndarray:
-    from astropy.visualization import ManualInterval, make_lupton_rgb
+    from astropy.visualization import make_lupton_rgb
 
     if "grey" in bands:
         grey = np.nan_to_num(bands["grey"]) * _LEGACY_BANDS["r"][1]
@@ -442,8 +442,6 @@ def _legacy_rgb(bands: dict[str, np.ndarray]) -> np.ndarray:
         channels = [None, None, None]
         for band, (plane, scale) in _LEGACY_BANDS.items():
             channels[plane] = np.nan_to_num(bands[band]) * scale
-    rgb = make_lupton_rgb(
-        *channels, interval=ManualInterval(vmin=-_LEGACY_M, vmax=None), stretch=_LUPTON_STRETCH, Q=_LUPTON_Q
-    )
+    rgb = make_lupton_rgb(*channels, minimum=-_LEGACY_M, stretch=_LUPTON_STRETCH, Q=_LUPTON_Q)
     # FITS rows run south to north; images are stored top row first.
     return np.ascontiguousarray(rgb[::-1])

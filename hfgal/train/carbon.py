@@ -271,8 +271,9 @@ class CarbonCallback(TrainerCallback):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 tracker = OfflineEmissionsTracker(**kwargs)
                 tracker.start()
-            # codecarbon catches its own start-up errors and only logs them; an unset start time is the sign.
-            if getattr(tracker, "_start_time", None) is None:
+            # codecarbon catches its own start-up errors and only logs them: an unset start time is the sign (and,
+            # before codecarbon 3.3, no hardware found at all).
+            if getattr(tracker, "_start_time", None) is None or not getattr(tracker, "_hardware", True):
                 raise RuntimeError("the tracker did not start (see codecarbon's log above)")
             return tracker
         except Exception as err:  # a measurement must never end a training run

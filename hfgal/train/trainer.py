@@ -143,7 +143,7 @@ class GZ10Trainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The Trainer's scheduler, or the step schedule of `--lr_step_epochs` (x `--lr_step_gamma` at each epoch
         listed, after the warm-up; `hfgal.train.schedules`)."""
-        if self.args.lr_step_epochs is None or self.lr_scheduler is not None:
+        if getattr(self.args, "lr_step_epochs", None) is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         from .schedules import step_decay_schedule
 
@@ -188,7 +188,7 @@ def augmentation_seed(seed: int, process_index: int, step: int, micro_batch: int
     """The seed of one training batch's augmentation: independent streams for every (seed, process, optimizer step,
     micro-batch), mixed by numpy's `SeedSequence` so that nearby integers give unrelated streams."""
     entropy = np.random.SeedSequence([seed, process_index, step, micro_batch])
-    return int(entropy.generate_state(1, np.uint64)[0] >> 1)
+    return int(entropy.generate_state(1, np.uint64)[0]) >> 1
 
 
 def _prepare_for_ddp(model, args: TrainingArguments, image_size: tuple[int, int]) -> None:
