@@ -146,9 +146,9 @@ def _by_class(scores: list[dict]) -> list[float]:
 @pytest.mark.parametrize("preprocessing", ["resize", "processor"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_consumer_serves_the_evaluated_probabilities(runs, evaluated_images, family, preprocessing, tmp_path):
-    import hfgal.models  # noqa: F401  registers gz10_equivariant with the Auto classes, for pipeline()
     from transformers import pipeline
 
+    import hfgal.models  # noqa: F401  registers gz10_equivariant with the Auto classes, for pipeline()
     from hfgal.cli import main as hfgal_cli
     from hfgal.demo.app import GalaxyDemo
     from hfgal.inference import load_classifier
