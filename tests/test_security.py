@@ -257,8 +257,8 @@ print("classifier", type(clf.model).__name__)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "recipe CustomModel" in proc.stdout and "classifier CustomModel" in proc.stdout
     assert marker.exists()
-    assert f"trust_remote_code is on: code from {custom_code_folder} will run on this machine" in proc.stderr
-    assert f"trust_remote_code=True: code from {custom_code_folder} will run on this machine" in proc.stderr
+    # Both loads (the recipe's and the classifier's) open the checkpoint the one way, and each warns.
+    assert proc.stderr.count(f"trust_remote_code is on: code from {custom_code_folder} will run on this machine") == 2
 
 
 # --------------------------------------------------------------------------- pickles
