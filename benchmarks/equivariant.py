@@ -14,8 +14,9 @@ this process) from scratch on `synthetic:2500` (split seed 42: 2,000 train / 250
 training images for `--epochs` epochs (the same epochs at every N, so more images mean more steps: runs long enough to
 plateau, not one fixed budget), 64 px, batch 64, AdamW (weight decay 0.05, 10 % warm-up, cosine, label smoothing 0.1,
 D4 + affine augmentation), the checkpoint chosen on validation accuracy (10 evaluations per run), test evaluated once.
-First a learning-rate sweep per model (`--lrs`, at the largest N and the first seed), chosen on validation accuracy;
-then every N and seed at that rate. Each selected model also classifies the real GZ10 sample
+First a learning-rate sweep per model (`--lrs`, at the largest N and the first seed), chosen on validation accuracy,
+extended one step at a time past either end while the best rate is at that end (`--lr-extensions`, default 2); then
+every N and seed at that rate. Each selected model also classifies the real GZ10 sample
 (`../shared/data/gz10-sample`, 121 images, when it exists; else the repository's 30), which no run trains on; the
 correct ones are also counted on the half of the sample the synthetic renderer was not calibrated on
 (`synthetic_calibration.sample_halves`; the repository's 30 all lie in it). Printed:
@@ -43,6 +44,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -82,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (accuracy), 0 (invariance)")
     parser.add_argument("--epochs", type=float, default=40.0, help="accuracy: epochs per run (at every N)")
     parser.add_argument("--lrs", nargs="+", type=float, default=[1e-3, 3e-3, 1e-2], help="accuracy: LR sweep")
+    parser.add_argument("--lr-extensions", type=int, default=2, help="accuracy: steps past a best rate at an end")
     parser.add_argument("--real-sample", default=None, help="folder of <label>_<n>.png (default: 121 or 30 images)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -317,11 +320,10 @@ def run_accuracy(args) -> dict:
     # 1. the learning rate of each model, chosen on validation accuracy at the largest N and the first seed
     sweep, best = [], {}
     for name, spec in specs.items():
-        for lr in args.lrs:
-            sweep.append(train_and_score(args, name, spec, max(args.sizes), seeds[0], lr, work, sample))
-        best[name] = max((r for r in sweep if r["model"] == name), key=lambda r: r["validation_accuracy"])[
-            "learning_rate"
-        ]
+        run = functools.partial(train_and_score, args, name, spec, max(args.sizes), seeds[0], work=work, sample=sample)
+        runs = sweep_rates(args, run)
+        sweep += runs
+        best[name] = max(runs, key=lambda r: r["validation_accuracy"])["learning_rate"]
     # 2. every N and seed at that rate (the sweep's runs are reused)
     rows = [
         train_and_score(args, name, spec, size, seed, best[name], work, sample)
@@ -338,6 +340,30 @@ def run_accuracy(args) -> dict:
             "sample_size": len(sample[0]), "held_out_half_size": sum(sample[3]), "renderer": renderer_digest(),
             "learning_rates": best, "sweep": sweep, "runs": rows, "trends": verdicts, "paired_tests": tests,
             "estimated_full_cpu_hours": estimate}  # fmt: skip
+
+
+def sweep_rates(args, run) -> list[dict]:
+    """`run(lr)` at each of `--lrs`, then one step further out (the grid's mean step, snapped to 1 or 3 x 10^k)
+    while the best validation accuracy sits at an end of the rates tried, up to `--lr-extensions` steps: a
+    control whose best rate lies outside the grid would otherwise be compared at a rate that is not its best."""
+    rates = sorted(args.lrs)
+    runs = {lr: run(lr) for lr in rates}
+    step = (rates[-1] / rates[0]) ** (1 / (len(rates) - 1)) if len(rates) > 1 else 1.0
+    for _ in range(args.lr_extensions if step > 1 else 0):
+        best = max(runs.values(), key=lambda r: r["validation_accuracy"])["learning_rate"]
+        if best not in (rates[0], rates[-1]):
+            break
+        lr = one_or_three(rates[-1] * step if best == rates[-1] else rates[0] / step)
+        rates = sorted([*rates, lr])
+        runs[lr] = run(lr)
+    return [runs[lr] for lr in rates]
+
+
+def one_or_three(x: float) -> float:
+    """The nearest of 1 x 10^k and 3 x 10^k to `x`, in log scale."""
+    k = math.floor(math.log10(x))
+    nearest = min((10.0**k, 3 * 10.0**k, 10.0 ** (k + 1)), key=lambda c: abs(math.log(c / x)))
+    return float(f"{nearest:.0e}")  # 3e-4, not 0.00030000000000000003
 
 
 def print_models(specs: dict, image_size: int) -> None:
