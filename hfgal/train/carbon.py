@@ -272,8 +272,8 @@ class CarbonCallback(TrainerCallback):
                 tracker = OfflineEmissionsTracker(**kwargs)
                 tracker.start()
             # codecarbon catches its own start-up errors and only logs them: an unset start time is the sign (and,
-            # before codecarbon 3.3, no hardware found at all).
-            if getattr(tracker, "_start_time", None) is None or not getattr(tracker, "_hardware", True):
+            # before codecarbon 3.3, no hardware list at all, or an empty one).
+            if getattr(tracker, "_start_time", None) is None or not getattr(tracker, "_hardware", None):
                 raise RuntimeError("the tracker did not start (see codecarbon's log above)")
             return tracker
         except Exception as err:  # a measurement must never end a training run
