@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Time of the README's first command: the offline default, as a fresh machine runs it.
 
-    python benchmarks/offline_default.py                # 2 CPU cores: about 2 minutes
+    python benchmarks/offline_default.py                # 2 CPU cores: under 2 minutes
 
 Runs `accelerate launch --num_processes 1 recipes/finetune.py --config recipes/offline.yaml` from the repository
 root (the command the README gives after `pip install -e .`), with every cache empty (HF_HOME, HF_DATASETS_CACHE
-and HFGAL_CACHE in a fresh temporary folder: the 2,000 synthetic galaxies are generated, their uint8 cache
+and HFGAL_CACHE in a fresh temporary folder: the 4,000 synthetic galaxies are generated, their uint8 cache
 built) and the run folder redirected there (`--output_dir`, the only flag added). It prints the end-to-end wall
 time, what the run recorded (training time, images/s, threads, cache build, test accuracy with its interval) and
 the Trainer's own train_runtime, then one JSON line. `--keep DIR` keeps the temporary folder's content in DIR.
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         env.update(HF_HOME=str(home / "hf"), HF_DATASETS_CACHE=str(home / "hf" / "datasets"))
         env.update(HFGAL_CACHE=str(home / "hf" / "hfgal"), HF_HUB_OFFLINE="1")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-        out = home / "offline-convnextv2"
+        out = home / "offline-default"
         launcher = [sys.executable, "-m", "accelerate.commands.launch"]  # `accelerate` of this interpreter
         cmd = launcher + COMMAND[2:] + ["--output_dir", str(out)]
         load = os.getloadavg()[0]

@@ -6,15 +6,23 @@ neither the training nor the renderer's calibration ever saw.
     python benchmarks/synthetic_transfer.py --sample DIR --work-dir runs/transfer --name gcnn \\
         -- --model gcnn-d4-tiny --model_config_overrides '{}'
     python benchmarks/synthetic_transfer.py --sample DIR --score-only runs/transfer/offline   # no training
+    python benchmarks/synthetic_transfer.py --sample DIR --candidate convnextv2     # a candidate of docs/synthetic.md
+    python benchmarks/synthetic_transfer.py --step-cost                            # their training steps, interleaved
 
 Trains with the real recipe, `python recipes/finetune.py --config recipes/offline.yaml --output_dir
 WORK_DIR/NAME` plus any recipe flags after `--` (a candidate model, epochs, ...), in a subprocess with its own
-caches under WORK_DIR (the 2,000 synthetic galaxies are generated there) and the recipe's own thread count. Then
+caches under WORK_DIR (the synthetic galaxies are generated there) and the recipe's own thread count. Then
 loads the run folder with `hfgal.load_classifier(run_dir)` and classifies the scoring half of the real sample
 (`synthetic_calibration.sample_halves`: the images the renderer was never calibrated on; `--half calibration`
 scores the calibration half instead, the development set). Prints the synthetic test accuracy, the training time,
 per-class and overall real accuracy with a Wilson 95 % interval, the real confusion matrix, then one JSON line.
 A finished run in WORK_DIR/NAME is reused (the recipe recognises it); `--overwrite` trains it again.
+
+`--candidate NAME` trains one of `CANDIDATES` (the offline default's alternatives) into WORK_DIR/NAME.
+`--step-cost` times training steps (forward, backward, AdamW; batch 64 at 64 px) of every candidate, interleaved
+round by round in one process, on one thread by default, and prints the median CPU milliseconds per image and the
+cost relative to the default: a comparison of training cost that survives a busy machine (candidates that differ
+only in their data share one model and one figure).
 """
 
 from __future__ import annotations
@@ -35,6 +43,22 @@ from synthetic_calibration import sample_halves  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = ["recipes/finetune.py", "--config", "recipes/offline.yaml"]
+CONVNEXT = '{"depths": [1, 1, 2, 1], "hidden_sizes": [24, 48, 96, 192], "drop_path_rate": 0.0}'
+CONVNEXT_FLAGS = ["--model", "convnextv2-tiny", "--model_config_overrides", CONVNEXT]
+# name -> recipe flags on top of recipes/offline.yaml. The first is the default itself (no flags); docs/synthetic.md
+# tabulates them all.
+CANDIDATES = {
+    "cnn-c1-24": [],
+    "cnn-c1-16": ["--model_config_overrides", '{"group": "C1", "hidden_sizes": [16, 32, 64, 128]}'],
+    # gcnn-d4-tiny as named (fields 8-16-32-64, i.e. 64-512 channels), and at the default's channel widths
+    # (fields 3-6-12-24 of 8 channels: 24-192 channels, 8x fewer weights shared over the group).
+    "gcnn-d4-tiny": ["--model_config_overrides", "{}"],
+    "gcnn-d4-24ch": ["--model_config_overrides", '{"hidden_sizes": [3, 6, 12, 24]}'],
+    "convnextv2": CONVNEXT_FLAGS,
+    # The previous default's model and data size, on the same renderer.
+    "convnextv2-2000": [*CONVNEXT_FLAGS, "--dataset", "synthetic:2000"],
+}
+DEFAULT = next(name for name, flags in CANDIDATES.items() if not flags)
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -75,19 +99,93 @@ def score(run_dir: Path, images: list[tuple[Path, int]]) -> tuple[np.ndarray, np
     return proba, np.array([label for _, label in images])
 
 
+def _candidate_model(flags: list[str]):
+    """The candidate's model as the recipe builds it, from recipes/offline.yaml and its flags."""
+    import yaml
+
+    from hfgal.models.loading import load_model
+
+    recipe = yaml.safe_load((REPO / "recipes" / "offline.yaml").read_text())
+    settings = {**recipe, **dict(zip(flags[::2], flags[1::2], strict=True))}
+    settings = {k.lstrip("-"): v for k, v in settings.items()}
+    overrides = settings["model_config_overrides"]
+    overrides = json.loads(overrides) if isinstance(overrides, str) else overrides
+    size = int(settings["image_size"])
+    return load_model(settings["model"], init="scratch", config_overrides=overrides, image_size=(size, size)).model
+
+
+def _model_flags(flags: list[str]) -> tuple[str, ...]:
+    """The flags that choose the model: candidates that differ only in their data share one training step."""
+    pairs = zip(flags[::2], flags[1::2], strict=True)
+    return tuple(x for key, value in pairs if key != "--dataset" for x in (key, value))
+
+
+def step_cost(rounds: int, threads: int, steps: int = 4, batch: int = 64) -> int:
+    """CPU time and images/s of each candidate's training step, interleaved; prints costs relative to the default.
+
+    With one thread (the default) the CPU time is what the step computes, whatever else the machine runs; wall
+    time with more threads also measures how well the step parallelises, and how busy the machine was.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    names = {_model_flags(flags): name for name, flags in reversed(CANDIDATES.items())}  # first name per model
+    models = {name: _candidate_model(list(flags)) for flags, name in names.items()}
+    optimizers = {name: torch.optim.AdamW(m.parameters(), 1e-3) for name, m in models.items()}
+    x, y = torch.randn(batch, 3, 64, 64), torch.randint(0, 10, (batch,))
+    cpu: dict[str, list[float]] = {name: [] for name in models}  # CPU seconds per image
+    rates: dict[str, list[float]] = {name: [] for name in models}  # images per wall second
+    for _ in range(rounds + 1):  # the first round warms up
+        for name, model in models.items():
+            model.train()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y)
+                optimizers[name].zero_grad()
+                loss.backward()
+                optimizers[name].step()
+            cpu[name].append((time.process_time() - start_cpu) / (steps * batch))
+            rates[name].append(steps * batch / (time.perf_counter() - start))
+    record = {}
+    for name, flags in CANDIDATES.items():
+        model = names[_model_flags(flags)]
+        params = sum(p.numel() for p in models[model].parameters())
+        record[name] = {"cpu_ms_per_image": 1e3 * float(np.median(cpu[model][1:])), "params": params,
+                        "images_per_second": float(np.median(rates[model][1:]))}  # fmt: skip
+    base = record[DEFAULT]["cpu_ms_per_image"]
+    for name, r in record.items():
+        cost = r["cpu_ms_per_image"] / base
+        print(f"{name:<16} {r['params']:>9,} parameters  {r['cpu_ms_per_image']:6.2f} CPU ms/image  "
+              f"cost x{cost:.2f} of {DEFAULT}  ({r['images_per_second']:.0f} images/s)")  # fmt: skip
+    print(json.dumps({"benchmark": "synthetic_transfer_step_cost", "threads": threads, "rounds": rounds,
+                      "load_1min": round(os.getloadavg()[0], 2), "candidates": record}))  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     recipe_flags = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", required=True, help="folder of real GZ10 PNGs with metadata.csv (121 images)")
+    parser.add_argument("--sample", help="folder of real GZ10 PNGs with metadata.csv (121 images)")
     parser.add_argument("--work-dir", default="runs/transfer", help="run folders and caches (default runs/transfer)")
     parser.add_argument("--name", default="offline", help="run folder name under --work-dir (default offline)")
     parser.add_argument("--half", choices=("scoring", "calibration"), default="scoring", help="real images to score")
     parser.add_argument("--score-only", default=None, help="score this finished run folder; train nothing")
     parser.add_argument("--overwrite", action="store_true", help="train again even if the run folder is finished")
     parser.add_argument("--per-image", action="store_true", help="also print every image's prediction")
+    parser.add_argument("--candidate", choices=sorted(CANDIDATES), help="train this candidate (named --name NAME)")
+    parser.add_argument("--step-cost", action="store_true", help="time the candidates' training steps; no run")
+    parser.add_argument("--rounds", type=int, default=5, help="--step-cost: timed rounds, after one warm-up round")
+    parser.add_argument("--threads", type=int, default=1, help="--step-cost: torch threads (default 1)")
     args = parser.parse_args(argv)
+    if args.step_cost:
+        return step_cost(args.rounds, args.threads)
+    if args.sample is None:
+        parser.error("--sample is required (except with --step-cost)")
+    if args.candidate:
+        recipe_flags, args.name = CANDIDATES[args.candidate] + recipe_flags, args.candidate
 
     from hfgal.constants import GZ10_CLASSES, NUM_CLASSES
     from hfgal.runs import read_results

@@ -312,7 +312,7 @@ def test_the_default_run_folder_is_named_after_the_model(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("model: vit-base\noutput_dir: runs/vit\n")
     assert output_dir("--config", str(recipe)) == "runs/vit"
-    assert output_dir("--config", "offline") == "outputs/offline-convnextv2"  # a recipe shipped with hfgal, by name
+    assert output_dir("--config", "offline") == "outputs/offline-default"  # a recipe shipped with hfgal, by name
 
 
 @pytest.mark.parametrize(

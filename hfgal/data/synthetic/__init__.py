@@ -1,14 +1,19 @@
 """Synthetic GZ10-like galaxies: the offline default dataset, drawn from simple physical light models.
 
-Every image is a sum of analytic light components (Sersic bulges and ellipticals, exponential discs at a random
-inclination with spiral arms, bars, lopsidedness and warps, tidal streams) in three bands shown as (R, G, B) =
-(z, r, g) like the DECaLS colour composites, plus field stars and background galaxies (`light`, `galaxies`). It is
-blurred by a seeing PSF, gets sky noise mostly common to the bands, an asinh stretch that saturates bright cores,
-and is rendered at half resolution then upsampled, which keeps one core above ~200 images/s (`camera`). Sizes,
-profiles, colours, noise, seeing and field counts are fitted per class to the calibration half of a real GZ10
-sample by `benchmarks/synthetic_calibration.py` (docs/synthetic.md). Classes follow the morphology of the
-Galaxy10 DECaLS decision tree and overlap a little on purpose (smooth classes differ only by axis ratio, tight and
-loose spirals only by pitch angle), so they are learnable but not a give-away.
+Every image is a sum of analytic light components in three bands shown as (R, G, B) = (z, r, g) like the DECaLS
+colour composites (`light`: Sersic bulges and ellipticals, exponential discs at a random inclination with spiral
+arms, bars and lopsidedness, tidal streams, field stars and background galaxies), composed into the ten classes by
+`galaxies`. The `camera` module then does the survey's part: a seeing PSF with a faint halo, sky noise mostly common
+to the bands, a colour-preserving asinh stretch that saturates bright cores, and 8-bit quantisation; the light is
+rendered at half resolution and upsampled, which keeps one core above ~200 images/s.
+
+The priors are calibrated on real cutouts: `benchmarks/synthetic_calibration.py` measures sky, noise, seeing,
+sizes, light profiles, axis ratios, colours, asymmetry and field counts on the calibration half of a real GZ10
+sample, and the ranges in `galaxies` (per class) and `camera` (for all classes) are set so that the renderer's
+per-class medians, measured the same way, come near the real ones; the held-out scoring half is never measured
+(docs/synthetic.md). Classes follow the morphology of the Galaxy10 DECaLS decision tree and overlap a little on
+purpose (smooth classes differ only by axis ratio, tight and loose spirals only by pitch angle), so they are
+learnable but not a give-away.
 
 Image `i` depends only on `(seed, i)`: any slice can be generated alone, in any order, by any process.
 """
@@ -128,7 +133,7 @@ def gz10_synthetic(
     cache_dir: str | None = None,
     separation_arcsec: float | None = None,
 ) -> GZ10Splits:
-    """Synthetic Galaxy10 DECaLS as a `DatasetDict` with the real dataset's features and split logic.
+    """Synthetic Galaxy10 DECaLS with the real dataset's features and split logic.
 
     Args:
         n: number of galaxies.
@@ -141,8 +146,8 @@ def gz10_synthetic(
         separation_arcsec: linking radius of the split (None: the cutout width).
 
     Returns:
-        `DatasetDict` with `train`, `validation` and `test` (features image, label, ra, dec, redshift, pxscale,
-        gz10_index).
+        `GZ10Splits`: the `train`, `validation` and `test` splits (features image, label, ra, dec, redshift,
+        pxscale, gz10_index) and their `SplitInfo`, as every GZ10 loader returns them.
     """
     from ..build import build_gz10
 
