@@ -444,51 +444,45 @@ def test_two_study_runners_on_one_folder(tmp_path, sample_dir, image_cache):
 
 @pytest.mark.slow
 def test_a_run_killed_twice_reports_the_cost_of_the_whole_training(tmp_path, sample_dir, image_cache):
-    """Energy, CO2 and time of a run killed twice and resumed: each segment's share booked once, and the total that
-    of the same run uninterrupted (within this machine's noise between two processes)."""
+    """Energy, CO2 and time of a run killed twice and resumed: each segment's share booked once, none of it more than
+    the process that trained it lived, and the whole training counted (benchmarks/resume_cost.py compares the total
+    with the same run uninterrupted, over repeats: time on a shared machine varies from one process to the next)."""
     from hfgal.train.carbon import read_ledger
 
     env = _env(image_cache, OMP_NUM_THREADS="2")
-
-    def args(out: Path) -> list[str]:
-        return finetune_args(
-            out, sample_dir, "convnextv2", max_steps=90, save_steps=30, eval_steps=30, image_size="64",
-            per_device_train_batch_size=24, save_total_limit=3,  # every segment's checkpoint kept to be read
-        )  # fmt: skip
-
-    whole = tmp_path / "whole"
-    done = subprocess.run([sys.executable, str(FINETUNE), *args(whole)], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-
+    args = finetune_args(
+        tmp_path / "killed", sample_dir, "convnextv2", max_steps=90, save_steps=30, eval_steps=30, image_size="64",
+        per_device_train_batch_size=24, save_total_limit=3,  # every segment's checkpoint kept to be read
+    )  # fmt: skip
     out, log = tmp_path / "killed", tmp_path / "killed.log"
+    lifetimes = []  # each segment's process, from its start to its kill or exit, as this test saw it
     for step in (30, 60):  # killed right after each of the first two checkpoints, then resumed
         ledger = out / f"checkpoint-{step}" / "carbon.json"
-        argv = [sys.executable, str(FINETUNE), *args(out), "--resume_from_checkpoint", "true"]
+        started = time.monotonic()
+        argv = [sys.executable, str(FINETUNE), *args, "--resume_from_checkpoint", "true"]
         _kill_when(_start(argv, env, log), ledger.exists, log, every=0.01)  # a core left to the run
-    done = _resume(args(out), env)
+        lifetimes.append(time.monotonic() - started)
+    started = time.monotonic()
+    done = _resume(args, env)
+    lifetimes.append(time.monotonic() - started)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    uninterrupted = json.loads((whole / "results.json").read_text())
     resumed = json.loads((out / "results.json").read_text())
-    assert (uninterrupted["carbon"]["segments"], resumed["carbon"]["segments"]) == (1, 3)
-    assert resumed["carbon"]["complete"] and resumed["global_step"] == uninterrupted["global_step"] == 90
-    # The bookkeeping, exactly: each segment's ledger is the one it resumed from plus its own training.
+    assert resumed["carbon"]["segments"] == 3
+    assert resumed["carbon"]["complete"] and resumed["global_step"] == 90
+    # The bookkeeping: each segment's ledger is the one it resumed from plus its own training, which is more than
+    # nothing and less than the life of the process that did it (a segment that counted an earlier one again would
+    # book more time than it had).
     ledgers = [read_ledger(out / f"checkpoint-{step}") for step in (30, 60)]
     assert [segments for _, segments, _ in ledgers] == [1, 2]
     totals = [phase.duration_s for phase, _, _ in ledgers] + [resumed["carbon"]["train"]["duration_s"]]
     energies = [phase.energy_kwh for phase, _, _ in ledgers] + [resumed["carbon"]["train"]["energy_kwh"]]
-    for cumulative in (totals, energies):
+    emissions = [phase.emissions_kg for phase, _, _ in ledgers] + [resumed["carbon"]["train"]["emissions_kg"]]
+    for cumulative in (totals, energies, emissions):
         shares = [b - a for a, b in zip([0.0, *cumulative[:-1]], cumulative, strict=True)]
-        assert all(0.2 < share / cumulative[-1] < 0.5 for share in shares), shares  # 30 of the 90 steps each
+        assert all(share > 0 for share in shares), (cumulative, lifetimes)
+    time_shares = [b - a for a, b in zip([0.0, *totals[:-1]], totals, strict=True)]
+    assert all(share < life for share, life in zip(time_shares, lifetimes, strict=True)), (time_shares, lifetimes)
     assert resumed["train_seconds"] == totals[-1]
-    # Against the same run uninterrupted: a loose bound, as identical runs of this size on a 2-core VM train in
-    # 2.6 s or 3.5-4.2 s depending on the process (measured); the shares above are the exact check, and
-    # benchmarks/resume_cost.py measures the mean ratio over repeats.
-    for get in (
-        lambda r: r["train_seconds"],
-        lambda r: r["carbon"]["train"]["energy_kwh"],
-        lambda r: r["carbon"]["train"]["emissions_kg"],
-    ):
-        assert 0.6 < get(resumed) / get(uninterrupted) < 1.6
     # Throughput: the training's images over the training's time, every segment included.
     assert resumed["train_images_per_second"] * resumed["train_seconds"] == pytest.approx(90 * 24)
