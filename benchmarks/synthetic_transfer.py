@@ -33,6 +33,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,18 +101,16 @@ def score(run_dir: Path, images: list[tuple[Path, int]]) -> tuple[np.ndarray, np
 
 
 def _candidate_model(flags: list[str]):
-    """The candidate's model as the recipe builds it, from recipes/offline.yaml and its flags."""
-    import yaml
-
+    """The candidate's model as the recipe builds it, from recipes/offline.yaml and its flags (the recipe's parser)."""
     from hfgal.models.loading import load_model
+    from hfgal.train.args import parse_args
 
-    recipe = yaml.safe_load((REPO / "recipes" / "offline.yaml").read_text())
-    settings = {**recipe, **dict(zip(flags[::2], flags[1::2], strict=True))}
-    settings = {k.lstrip("-"): v for k, v in settings.items()}
-    overrides = settings["model_config_overrides"]
-    overrides = json.loads(overrides) if isinstance(overrides, str) else overrides
-    size = int(settings["image_size"])
-    return load_model(settings["model"], init="scratch", config_overrides=overrides, image_size=(size, size)).model
+    out = tempfile.mkdtemp(prefix="hfgal-step-cost-")  # parsed, never written
+    model_args, _, _ = parse_args(["--config", str(REPO / RECIPE[2]), *flags, "--output_dir", out])
+    overrides = json.loads(model_args.model_config_overrides or "{}")
+    size = int(model_args.image_size)
+    return load_model(model_args.model_name_or_path, init="scratch", config_overrides=overrides,
+                      image_size=(size, size)).model  # fmt: skip
 
 
 def _model_flags(flags: list[str]) -> tuple[str, ...]:
