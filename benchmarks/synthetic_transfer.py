@@ -33,7 +33,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -105,8 +104,7 @@ def _candidate_model(flags: list[str]):
     from hfgal.models.loading import load_model
     from hfgal.train.args import parse_args
 
-    out = tempfile.mkdtemp(prefix="hfgal-step-cost-")  # parsed, never written
-    model_args, _, _ = parse_args(["--config", str(REPO / RECIPE[2]), *flags, "--output_dir", out])
+    model_args, _, _ = parse_args(["--config", str(REPO / RECIPE[2]), *flags])
     overrides = json.loads(model_args.model_config_overrides or "{}")
     size = int(model_args.image_size)
     return load_model(model_args.model_name_or_path, init="scratch", config_overrides=overrides,
